@@ -1,0 +1,60 @@
+# LCMS developer commands. `make help` lists them; CI runs `make setup` then `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_VERSION ?= 3.11
+UV_VERSION ?= 0.13.9
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+UV := $(shell command -v uv 2>/dev/null)
+
+# Airflow on one machine: SQLite metadata database, LocalExecutor, DAGs and plugins from this repo.
+export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__EXECUTOR ?= LocalExecutor
+export UV_PYTHON_DOWNLOADS := never
+export PATH := $(VENV)/bin:$(PATH)
+
+.PHONY: help setup lock lint typecheck test test-unit test-dags test-e2e demo airflow clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+setup: ## install everything into .venv from the lock file and initialise Airflow's metadata database
+	@command -v python$(PYTHON_VERSION) >/dev/null || { echo "python$(PYTHON_VERSION) is required"; exit 1; }
+	@if ! command -v uv >/dev/null || [ "$$(uv --version | cut -d' ' -f2)" != "$(UV_VERSION)" ]; then \
+		python$(PYTHON_VERSION) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"; fi
+	uv sync --frozen --extra dev --python python$(PYTHON_VERSION)
+	mkdir -p $(AIRFLOW_HOME)
+	airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || { tail -20 $(AIRFLOW_HOME)/db-migrate.log; exit 1; }
+	@echo "setup done: $(VENV) ($$($(PY) --version)), Airflow $$(airflow version 2>/dev/null) at $(AIRFLOW_HOME)"
+
+lock: ## re-resolve dependencies into uv.lock (needs the package registry)
+	uv lock --python python$(PYTHON_VERSION)
+
+lint: ## ruff (incl. Airflow rules)
+	ruff check lcms_tasks plugins dags tests
+	ruff format --check lcms_tasks plugins dags tests
+
+typecheck: ## mypy
+	mypy
+
+test: lint typecheck ## the whole suite: lint, types, unit, real-data, DAG integrity and end-to-end Airflow tests
+	pytest
+
+test-unit: ## unit and real-data tests only (fast)
+	pytest tests/unit tests/integration
+
+test-dags: ## DAG integrity and end-to-end Airflow tests
+	pytest tests/dags tests/e2e
+
+demo: ## run the demo chain through Airflow (scheduler + executor + SQLite) and print its summary
+	$(PY) -m lcms_airflow.demo
+
+airflow: ## start the Airflow UI/API server, scheduler and DAG processor on the local metadata database
+	airflow standalone
+
+clean: ## remove local data, Airflow state and caches (not .venv)
+	rm -rf lcms-data .airflow .pytest_cache .mypy_cache .ruff_cache .hypothesis

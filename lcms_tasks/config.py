@@ -1,0 +1,289 @@
+"""The project config: one YAML file, validated by pydantic models.
+
+A config says which country (AOI), which grid, which seasons, which legends,
+where imagery comes from, where artefacts are stored and how each stage
+behaves. Unknown keys are errors. ``${VAR}`` and ``${VAR:-default}`` in the
+YAML text are replaced by environment variables, so one file serves a laptop
+and production. Relative paths are relative to the config file's folder.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from lcms_tasks.errors import ConfigError
+from lcms_tasks.schema import StrictModel
+from lcms_tasks.stages import download as _download
+from lcms_tasks.stages import features as _features
+
+_ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class AOIConfig(StrictModel):
+    """Area of interest: a vector file or inline GeoJSON, in any CRS (it must declare one)."""
+
+    file: Path | None = Field(None, description="Vector file GDAL can read (GeoPackage, GeoJSON, Shapefile, ...).")
+    geojson: dict[str, Any] | None = Field(
+        None, description="Inline GeoJSON FeatureCollection, Feature or geometry (needs `crs`)."
+    )
+    crs: str | None = Field(
+        None, description="CRS of inline GeoJSON (e.g. 'EPSG:4326'); for files, overrides nothing and must be unset."
+    )
+    layer: str | None = Field(None, description="Layer to read from a multi-layer file.")
+    region_column: str | None = Field(
+        None, description="Column naming AOI subdivisions (regions) for per-region reporting."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AOIConfig:
+        if (self.file is None) == (self.geojson is None):
+            raise ValueError("give exactly one of `file` or `geojson`")
+        if self.geojson is not None and not self.crs:
+            raise ValueError("inline `geojson` needs `crs` (e.g. 'EPSG:4326'): an AOI without a CRS is ambiguous")
+        if self.file is not None and self.crs:
+            raise ValueError("`crs` is only for inline `geojson`; a file carries its own CRS")
+        return self
+
+
+class GridConfig(StrictModel):
+    """Regular tiling grid in the AOI's UTM zone(s)."""
+
+    tile_size_px: int = Field(500, ge=8, le=20000, description="Tile side in pixels.")
+    resolution_m: float = Field(10.0, gt=0, le=1000, description="Pixel size in metres.")
+    crs: Literal["utm"] | int = Field(
+        "utm", description="'utm': the UTM zone(s) the AOI lies in (tiles per zone); or one EPSG code."
+    )
+    batch_size: int = Field(8, ge=1, le=10000, description="Tiles per mapped task instance.")
+
+
+class SeasonConfig(StrictModel):
+    """A season: the time interval whose imagery makes one map."""
+
+    start: dt.date = Field(description="First day (inclusive).")
+    end: dt.date = Field(description="Last day (inclusive).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SeasonConfig:
+        if self.end <= self.start:
+            raise ValueError(f"season end {self.end} must be after its start {self.start}")
+        return self
+
+
+class LegendClass(StrictModel):
+    """One class of a legend."""
+
+    id: int = Field(ge=1, le=254, description="Class id written in maps (0 is reserved for no data).")
+    name: str = Field(min_length=1, description="Class name.")
+    color: str = Field("#808080", pattern=r"^#[0-9A-Fa-f]{6}$", description="Display colour, #rrggbb.")
+    kind: str | None = Field(
+        None,
+        description="What the synthetic source simulates for this class (e.g. 'forest', 'maize'); "
+        "defaults to the class name in snake case.",
+    )
+
+
+def _check_legend(classes: list[LegendClass], name: str) -> list[LegendClass]:
+    ids = [c.id for c in classes]
+    names = [c.name for c in classes]
+    dup_ids = sorted({i for i in ids if ids.count(i) > 1})
+    dup_names = sorted({n for n in names if names.count(n) > 1})
+    if dup_ids:
+        raise ValueError(f"{name} legend repeats class id(s) {dup_ids}")
+    if dup_names:
+        raise ValueError(f"{name} legend repeats class name(s) {dup_names}")
+    return classes
+
+
+class LegendsConfig(StrictModel):
+    """Land cover and crop type legends (separate)."""
+
+    land_cover: list[LegendClass] = Field(min_length=2, description="Land cover classes.")
+    crop_type: list[LegendClass] = Field(default_factory=list, description="Crop type classes.")
+
+    @field_validator("land_cover")
+    @classmethod
+    def _lc(cls, v: list[LegendClass]) -> list[LegendClass]:
+        return _check_legend(v, "land_cover")
+
+    @field_validator("crop_type")
+    @classmethod
+    def _ct(cls, v: list[LegendClass]) -> list[LegendClass]:
+        return _check_legend(v, "crop_type")
+
+
+class SyntheticSourceConfig(StrictModel):
+    """Deterministic synthetic Sentinel-2 L2A-like source (no account, no network)."""
+
+    type: Literal["synthetic"] = "synthetic"
+    seed: int = Field(42, description="Seed of every random draw; same seed, same imagery.")
+    revisit_days: int = Field(5, ge=1, le=30, description="Nominal revisit in days.")
+    missing_date_fraction: float = Field(0.1, ge=0, lt=1, description="Share of nominal dates with no acquisition.")
+    cloud_cover: float = Field(0.3, ge=0, le=1, description="Mean cloud fraction per date.")
+    fully_cloudy_fraction: float = Field(0.08, ge=0, le=1, description="Share of dates entirely cloudy.")
+    nodata_edge_fraction: float = Field(0.1, ge=0, le=1, description="Share of dates with a no-data swath edge.")
+    noise: float = Field(0.01, ge=0, le=0.2, description="Per-pixel reflectance noise (std).")
+    change_fraction: float = Field(
+        0.06, ge=0, le=0.5, description="Approximate share of a tile that changes between consecutive seasons."
+    )
+
+
+# More source types (Sentinel Hub, import) join this as a tagged union on `type`.
+SourceConfig = SyntheticSourceConfig
+
+
+class StorageConfig(StrictModel):
+    """Where artefacts live: one root URI."""
+
+    root: str = Field(
+        "lcms-data", description="file:// path, plain path (relative to the config file) or s3://bucket/prefix."
+    )
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (for non-AWS servers).")
+
+
+class ClassificationConfig(StrictModel):
+    """What the classifier maps."""
+
+    legend: Literal["land_cover", "crop_type"] = Field("land_cover", description="Legend the model predicts.")
+
+
+class StagesConfig(StrictModel):
+    """Per-stage options (each stage module owns its schema)."""
+
+    download: _download.Options = Field(default_factory=_download.Options)  # type: ignore[arg-type]
+    features: _features.Options = Field(default_factory=_features.Options)  # type: ignore[arg-type]
+
+
+class ProjectConfig(StrictModel):
+    """One LCMS project."""
+
+    project: str = Field(pattern=_NAME_PATTERN, description="Project name (used in storage paths).")
+    aoi: AOIConfig = Field(description="Area of interest.")
+    grid: GridConfig = Field(default_factory=GridConfig)  # type: ignore[arg-type]
+    seasons: dict[str, SeasonConfig] = Field(
+        min_length=1, description="Seasons by id (e.g. '2023'); each run processes one season."
+    )
+    legends: LegendsConfig = Field(description="Land cover and crop type legends.")
+    classification: ClassificationConfig = Field(default_factory=ClassificationConfig)  # type: ignore[arg-type]
+    source: SourceConfig = Field(default_factory=SyntheticSourceConfig, description="Imagery source.")  # type: ignore[arg-type]
+    storage: StorageConfig = Field(default_factory=StorageConfig)  # type: ignore[arg-type]
+    stages: StagesConfig = Field(default_factory=StagesConfig)  # type: ignore[arg-type]
+
+    # Folder of the config file; relative paths resolve against it. Not part of the schema.
+    base_dir: Path = Field(default=Path("."), exclude=True, description="(internal) folder of the config file")
+
+    @field_validator("seasons")
+    @classmethod
+    def _season_ids(cls, v: dict[str, SeasonConfig]) -> dict[str, SeasonConfig]:
+        for key in v:
+            if not re.match(_NAME_PATTERN, key):
+                raise ValueError(f"season id {key!r} must be letters, digits, '_', '.' or '-'")
+        return v
+
+    def season(self, season_id: str) -> SeasonConfig:
+        """The season ``season_id`` (``ConfigError`` naming the known ones if absent)."""
+        try:
+            return self.seasons[season_id]
+        except KeyError:
+            raise ConfigError(
+                f"unknown season {season_id!r}; this project has {', '.join(self.seasons)}", field="seasons"
+            ) from None
+
+    def season_ids_ordered(self) -> list[str]:
+        """Season ids sorted by start date."""
+        return sorted(self.seasons, key=lambda k: self.seasons[k].start)
+
+    def default_season(self) -> str:
+        """The latest season (what a run without an explicit season processes)."""
+        return self.season_ids_ordered()[-1]
+
+    def legend(self, which: str | None = None) -> list[LegendClass]:
+        """The legend the classifier uses (or the one named)."""
+        name = which or self.classification.legend
+        classes: list[LegendClass] = getattr(self.legends, name)
+        if not classes:
+            raise ConfigError(f"legend {name!r} is empty", field=f"legends.{name}")
+        return classes
+
+    def resolve_path(self, path: Path | str) -> Path:
+        """``path`` made absolute against the config file's folder."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    @property
+    def storage_root(self) -> str:
+        """The storage root as a URI (file:// paths made absolute)."""
+        root = self.storage.root
+        if root.startswith("s3://"):
+            return root.rstrip("/")
+        if root.startswith("file://"):
+            root = root[len("file://") :]
+        return "file://" + str(self.resolve_path(root))
+
+
+def expand_env(text: str) -> str:
+    """Replace ``${VAR}`` / ``${VAR:-default}``; an unset variable without default is an error."""
+
+    def repl(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = os.environ.get(name)
+        if value:
+            return value
+        if default is not None:
+            return default
+        raise ConfigError(f"environment variable {name} is not set and has no default (write ${{{name}:-...}})")
+
+    return _ENV_PATTERN.sub(repl, text)
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """One line per problem: the field's dotted path, then the message."""
+    lines = []
+    for item in err.errors():
+        loc = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        msg = item["msg"]
+        if item["type"] == "extra_forbidden":
+            msg = "unknown key (not in the schema; see `lcms config template`)"
+        lines.append(f"{loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], *, path: str = "<config>", base_dir: Path | None = None) -> ProjectConfig:
+    """Validate a config mapping; ``ConfigError`` names the file and every bad field."""
+    if not isinstance(data, dict):
+        raise ConfigError("the config must be a YAML mapping", path=path)
+    try:
+        cfg = ProjectConfig.model_validate({**data, "base_dir": base_dir or Path(".")})
+    except ValidationError as err:
+        raise ConfigError("invalid config:\n" + format_validation_error(err), path=path) from err
+    return cfg
+
+
+def load_config(path: str | Path, *, check_files: bool = True) -> ProjectConfig:
+    """Read, expand, validate a YAML config; with ``check_files`` also open the AOI.
+
+    Raises :class:`ConfigError` naming the file and the field.
+    """
+    p = Path(path).expanduser().resolve()
+    if not p.is_file():
+        raise ConfigError("config file not found", path=str(path))
+    try:
+        text = expand_env(p.read_text(encoding="utf-8"))
+        data = yaml.safe_load(text)
+    except ConfigError as err:
+        raise ConfigError(str(err), path=str(path)) from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"not valid YAML: {err}", path=str(path)) from err
+    cfg = parse_config(data, path=str(path), base_dir=p.parent)
+    if check_files:
+        from lcms_tasks.grid import load_aoi
+
+        load_aoi(cfg, config_path=str(path))
+    return cfg

@@ -1,0 +1,51 @@
+"""Saving and loading tile EOPatches through :mod:`lcms_tasks.storage`.
+
+An EOPatch is saved into a staging folder and published with its completion
+marker, which also carries the stage's metadata (band and feature names,
+quality figures, run id), so a reader gets arrays and metadata together.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from lcms_tasks.errors import ArtefactMissingError
+
+if TYPE_CHECKING:
+    from eolearn.core import EOPatch
+
+    from lcms_tasks.grid import Tile
+    from lcms_tasks.storage import Storage
+
+
+def new_patch(tile: Tile, dates: Sequence[dt.date | dt.datetime]) -> EOPatch:
+    """An empty EOPatch with the tile's bbox and the given timestamps."""
+    from eolearn.core import EOPatch
+    from sentinelhub import CRS, BBox
+
+    stamps = [d if isinstance(d, dt.datetime) else dt.datetime(d.year, d.month, d.day) for d in dates]
+    return EOPatch(bbox=BBox(tile.bounds, crs=CRS(tile.epsg)), timestamps=stamps)
+
+
+def save(storage: Storage, uri: str, patch: EOPatch, *, meta: dict[str, Any]) -> None:
+    """Save ``patch`` at ``uri`` atomically, with ``meta`` in the completion marker."""
+    with storage.writing_dir(uri, meta) as staging:
+        patch.save(str(staging), overwrite_permission="OVERWRITE_FEATURES", compress_level=1)
+
+
+def load(storage: Storage, uri: str, *, features: Sequence[str] | None = None) -> tuple[EOPatch, dict[str, Any]]:
+    """Load the EOPatch at ``uri`` (optionally only ``features`` like ``"data/BANDS"``) and its metadata."""
+    from eolearn.core import EOPatch, FeatureType
+
+    meta = storage.read_marker(uri)
+    wanted: Any = ...
+    if features is not None:
+        wanted = [(FeatureType(f.split("/")[0]), f.split("/")[1]) for f in features]
+    with storage.reading_dir(uri) as path:
+        try:
+            patch = EOPatch.load(str(path), features=wanted, lazy_loading=False)
+        except (OSError, ValueError) as err:
+            raise ArtefactMissingError(f"cannot load EOPatch at {uri}: {err}") from err
+    return patch, meta

@@ -1,0 +1,44 @@
+"""LCMS exception hierarchy.
+
+Every error names the object it is about (file, field, tile, class) so an ops
+engineer can act on the message alone. Classes also inherit the matching
+built-in so callers may catch ``ValueError`` or ``FileNotFoundError``.
+"""
+
+from __future__ import annotations
+
+
+class LcmsError(Exception):
+    """Base class of all LCMS errors."""
+
+
+class ConfigError(LcmsError, ValueError):
+    """A project config (or a file it points to) is invalid."""
+
+    def __init__(self, message: str, *, path: str | None = None, field: str | None = None) -> None:
+        self.path = path
+        self.field = field
+        where = ": ".join(part for part in (path, field) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class StorageError(LcmsError, OSError):
+    """An artefact could not be read or written, or a URI is not allowed."""
+
+
+class ArtefactMissingError(StorageError, FileNotFoundError):
+    """An upstream artefact a stage needs is absent or incomplete."""
+
+
+class StageError(LcmsError, RuntimeError):
+    """A stage failed on a tile or on the whole run."""
+
+
+class TileFailures(StageError):
+    """Some tiles of a batch failed; the others were written."""
+
+    def __init__(self, stage: str, failures: dict[str, str]) -> None:
+        self.stage = stage
+        self.failures = failures
+        lines = "; ".join(f"{tile}: {err}" for tile, err in sorted(failures.items()))
+        super().__init__(f"stage {stage!r}: {len(failures)} tile(s) failed: {lines}")

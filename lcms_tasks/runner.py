@@ -1,0 +1,100 @@
+"""Run a stage over tiles or a batch: the one entry point every executor calls.
+
+The CLI, an Airflow task, an ECS container and a Celery worker all call
+:func:`run_tiles` / :func:`run_stage`. A tile that fails is recorded (its
+error goes to ``<stage>/_run/failures/<run id>/<tile>.json``) and the other
+tiles of the batch still run; the batch then raises :class:`TileFailures`, so
+the orchestrator retries it, and ``skip_existing`` lets the retry skip the
+tiles already complete.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from lcms_tasks.context import RunContext
+from lcms_tasks.errors import TileFailures
+from lcms_tasks.grid import Tile, make_batches, project_tiles, select_tiles
+from lcms_tasks.stages import get_stage, stage_info
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchResult:
+    """What a batch did: URIs written per tile, tiles skipped, tiles failed, seconds spent."""
+
+    stage: str
+    season: str
+    run_id: str
+    written: dict[str, list[str]] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def tiles_of_batch(ctx: RunContext, batch_id: str, subset: list[str] | None = None) -> list[Tile]:
+    """Tiles of ``batch_id`` as :func:`plan_batches` numbers them."""
+    tiles = select_tiles(project_tiles(ctx.config), subset)
+    for batch in make_batches(tiles, ctx.config.grid.batch_size):
+        if batch.id == batch_id:
+            by_id = {t.id: t for t in tiles}
+            return [by_id[t] for t in batch.tile_ids]
+    raise ValueError(f"no batch {batch_id!r} in project {ctx.config.project!r} ({len(tiles)} tiles)")
+
+
+def plan_batches(ctx: RunContext, subset: list[str] | None = None) -> list[dict[str, Any]]:
+    """The batches of the project's tiles (or of ``subset``), as dicts for task mapping."""
+    tiles = select_tiles(project_tiles(ctx.config), subset)
+    return [b.to_dict() for b in make_batches(tiles, ctx.config.grid.batch_size)]
+
+
+def run_tiles(stage_name: str, tiles: list[Tile], ctx: RunContext, *, raise_on_failure: bool = True) -> BatchResult:
+    """Run a mapped stage on ``tiles``; see the module docstring for failure handling."""
+    if not stage_info(stage_name).mapped:
+        raise ValueError(f"stage {stage_name!r} runs once per season, not per tile; use run_stage")
+    stage = get_stage(stage_name)
+    result = BatchResult(stage=stage_name, season=ctx.season, run_id=ctx.run_id)
+    start = time.perf_counter()
+    for tile in tiles:
+        if ctx.skip_existing and ctx.storage.is_complete(ctx.tile_uri(stage_name, tile.id)):
+            log.info("%s %s: complete already, skipped", stage_name, tile.id)
+            result.skipped.append(tile.id)
+            continue
+        t0 = time.perf_counter()
+        try:
+            result.written[tile.id] = list(stage.run(tile, ctx))
+        except Exception as err:  # one bad tile must not stop the batch; it is recorded and re-raised below
+            log.exception("%s %s failed", stage_name, tile.id)
+            result.failed[tile.id] = f"{type(err).__name__}: {err}"
+            ctx.storage.write_json(
+                ctx.run_uri(stage_name, "failures", ctx.run_id, f"{tile.id}.json"),
+                {"tile": tile.id, "stage": stage_name, "error": result.failed[tile.id],
+                 "traceback": traceback.format_exc()},
+            )
+        else:
+            log.info("%s %s: done in %.1f s", stage_name, tile.id, time.perf_counter() - t0)
+    result.seconds = time.perf_counter() - start
+    if result.failed and raise_on_failure:
+        raise TileFailures(stage_name, result.failed)
+    return result
+
+
+def run_batch(stage_name: str, batch_id: str, ctx: RunContext, subset: list[str] | None = None) -> BatchResult:
+    """Run a mapped stage on one batch of tiles."""
+    return run_tiles(stage_name, tiles_of_batch(ctx, batch_id, subset), ctx)
+
+
+def run_stage(stage_name: str, ctx: RunContext) -> list[str]:
+    """Run a stage that works on the whole season at once (not mapped)."""
+    if stage_info(stage_name).mapped:
+        raise ValueError(f"stage {stage_name!r} is mapped per tile; use run_tiles / run_batch")
+    uris: list[str] = list(get_stage(stage_name).run(ctx))
+    return uris

@@ -1,0 +1,53 @@
+"""Pipeline stages: the registry (cheap to import) and one module per stage.
+
+Each stage module has an ``Options`` schema and ``run``: mapped stages
+``run(tile, ctx) -> list[str]`` (URIs written for one tile), the others
+``run(ctx) -> list[str]`` for the whole season. The registry below is the
+single description of the pipeline's shape; Airflow DAG files read it at
+parse time, so this module imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    """What the orchestration needs to know about a stage, without importing it."""
+
+    name: str
+    module: str
+    mapped: bool  # True: runs per tile (mapped over tile batches); False: once per season
+    upstream: str | None  # the stage whose completion triggers this one
+    summary: str
+
+
+STAGES: tuple[StageInfo, ...] = (
+    StageInfo("download", "lcms_tasks.stages.download", True, None,
+              "Imagery, cloud mask and valid-data mask per tile from the configured source."),
+    StageInfo("features", "lcms_tasks.stages.features", True, "download",
+              "NDVI, NDWI, NDBI, tasselled cap on a regular date grid (interpolation or mosaics)."),
+)
+
+_BY_NAME = {s.name: s for s in STAGES}
+
+
+def stage_info(name: str) -> StageInfo:
+    """The registry entry of ``name`` (``ValueError`` naming the known stages if unknown)."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"unknown stage {name!r}; stages: {', '.join(_BY_NAME)}") from None
+
+
+def get_stage(name: str) -> ModuleType:
+    """The module implementing stage ``name``."""
+    return importlib.import_module(stage_info(name).module)
+
+
+def stage_names() -> list[str]:
+    """Stage names in pipeline order."""
+    return [s.name for s in STAGES]

@@ -1,0 +1,64 @@
+"""Which (config, season, tiles) a DAG run processes: from trigger params or asset events.
+
+Pure functions over dicts (no Airflow import) so they are unit-tested alone.
+A run triggered by hand or by a schedule reads its trigger-form params; a run
+triggered by the upstream stage's asset reads the event's ``extra``, which
+carries the config, season, tile subset and the upstream run id, so a
+features run knows exactly which download run it follows.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+#: Keys every run spec carries (and every asset event's extra).
+RUN_KEYS = ("config", "season", "tiles", "skip_existing", "upstream_run_id", "project")
+
+
+def default_config_path() -> str:
+    """``LCMS_CONFIG`` if set, else the demo config shipped with the project."""
+    env = os.environ.get("LCMS_CONFIG")
+    if env:
+        return env
+    return str(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml")
+
+
+def run_specs_from_events(extras: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One run spec per distinct (config, season) among upstream events; the latest event wins."""
+    specs: dict[tuple[str, str], dict[str, Any]] = {}
+    for extra in extras:
+        if not extra.get("config") or not extra.get("season"):
+            continue  # an event not produced by an LCMS stage (e.g. a manual asset event without extra)
+        key = (str(extra["config"]), str(extra["season"]))
+        specs[key] = {
+            "config": key[0],
+            "season": key[1],
+            "tiles": list(extra.get("tiles") or []),
+            "skip_existing": bool(extra.get("skip_existing", False)),
+            "upstream_run_id": extra.get("run_id"),
+            "project": extra.get("project"),
+        }
+    return list(specs.values())
+
+
+def run_spec_from_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The run spec of a hand-triggered run."""
+    tiles = params.get("tiles") or []
+    if isinstance(tiles, str):
+        tiles = [t.strip() for t in tiles.replace(",", " ").split() if t.strip()]
+    return {
+        "config": str(params.get("config") or default_config_path()),
+        "season": str(params.get("season") or ""),
+        "tiles": list(tiles),
+        "skip_existing": bool(params.get("skip_existing", False)),
+        "upstream_run_id": params.get("upstream_run_id") or None,
+        "project": None,
+    }
+
+
+def resolve_run_specs(params: dict[str, Any], event_extras: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run specs from asset events when the run was triggered by them, else from params."""
+    from_events = run_specs_from_events(event_extras)
+    return from_events or [run_spec_from_params(params)]
