@@ -41,7 +41,8 @@ class Options(StrictModel):
     step_days: int = Field(10, ge=1, le=120, description="Step of the regular output date grid, in days.")
     mosaic_method: Literal["median", "mean"] = Field("median", description="Compositing rule of mosaics.")
     chunk_rows: int | None = Field(
-        256, ge=1, description="Process the tile in chunks of this many rows to bound memory (None: whole tile)."
+        None, ge=1,
+        description="Rows per processing chunk, bounding memory (None: automatic chunks of about 8k pixels).",
     )
 
 
