@@ -20,8 +20,16 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from lcms_tasks.errors import ConfigError
 from lcms_tasks.schema import StrictModel
+from lcms_tasks.stages import add_reference as _add_reference
+from lcms_tasks.stages import change_detection as _change_detection
 from lcms_tasks.stages import download as _download
 from lcms_tasks.stages import features as _features
+from lcms_tasks.stages import merge_features as _merge_features
+from lcms_tasks.stages import postprocessing as _postprocessing
+from lcms_tasks.stages import prediction as _prediction
+from lcms_tasks.stages import reporting as _reporting
+from lcms_tasks.stages import sampling as _sampling
+from lcms_tasks.stages import training as _training
 
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -159,6 +167,16 @@ class StagesConfig(StrictModel):
 
     download: _download.Options = Field(default_factory=_download.Options)  # type: ignore[arg-type]
     features: _features.Options = Field(default_factory=_features.Options)  # type: ignore[arg-type]
+    add_reference: _add_reference.Options = Field(default_factory=_add_reference.Options)  # type: ignore[arg-type]
+    sampling: _sampling.Options = Field(default_factory=_sampling.Options)  # type: ignore[arg-type]
+    merge_features: _merge_features.Options = Field(default_factory=_merge_features.Options)  # type: ignore[arg-type]
+    training: _training.Options = Field(default_factory=_training.Options)  # type: ignore[arg-type]
+    prediction: _prediction.Options = Field(default_factory=_prediction.Options)  # type: ignore[arg-type]
+    postprocessing: _postprocessing.Options = Field(default_factory=_postprocessing.Options)  # type: ignore[arg-type]
+    change_detection: _change_detection.Options = Field(  # type: ignore[arg-type]
+        default_factory=_change_detection.Options
+    )
+    reporting: _reporting.Options = Field(default_factory=_reporting.Options)  # type: ignore[arg-type]
 
 
 class ProjectConfig(StrictModel):

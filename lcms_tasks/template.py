@@ -61,6 +61,8 @@ def _emit(model: type[BaseModel], indent: int, lines: list[str], examples: dict[
                 {name: json.loads(json.dumps(examples[name]))}, sort_keys=False, width=110, default_flow_style=None
             )
             lines.extend(pad + line for line in dumped.rstrip().splitlines())
+        elif sub is not None and not sub.model_fields:
+            lines.append(f"{pad}{name}: {{}}")
         elif sub is not None:
             lines.append(f"{pad}{name}:")
             _emit(sub, indent + 1, lines, {})

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 TRUTH_LAND_COVER = "TRUTH_LAND_COVER"
 TRUTH_CROP_TYPE = "TRUTH_CROP_TYPE"
 TRUTH_CHANGES = "TRUTH_CHANGES"
+TRUTH_PARCELS = "TRUTH_PARCELS"
 
 
 def _snake(name: str) -> str:
@@ -93,8 +94,43 @@ class SyntheticSource:
                 TRUTH_LAND_COVER: self.lc_lut[scene.land_cover],
                 TRUTH_CROP_TYPE: self.crop_lut[scene.crop],
             },
-            truth_vectors={TRUTH_CHANGES: self.change_polygons(tile, changes, season_id)},
+            truth_vectors={
+                TRUTH_CHANGES: self.change_polygons(tile, changes, season_id),
+                TRUTH_PARCELS: self.parcel_polygons(tile, scene),
+            },
         )
+
+    def parcel_polygons(self, tile: Tile, scene: gen.Scene) -> Any:
+        """Every field/patch of the scene as a polygon with its land cover and crop class ids.
+
+        This is what an LPIS-like reference would look like if it were complete; the
+        reference stage samples from it to simulate partial ground truth.
+        """
+        import geopandas as gpd
+        from rasterio import features
+        from shapely.geometry import shape
+
+        ids = scene.parcel_id.astype(np.int32)
+        lc = self.lc_lut[scene.land_cover]
+        crop = self.crop_lut[scene.crop]
+        rows: list[dict[str, Any]] = []
+        for geom, value in features.shapes(ids, mask=ids > 0, transform=tile.transform()):
+            pid = int(value)
+            rows.append({"parcel_id": pid, "geometry": shape(geom)})
+        frame = gpd.GeoDataFrame(rows, columns=["parcel_id", "geometry"], geometry="geometry", crs=tile.crs)
+        if len(frame):
+            frame = frame.dissolve(by="parcel_id", as_index=False)
+            # One class per parcel: the parcel's modal land cover / crop (they are constant by construction).
+            flat_ids = ids.ravel()
+            order = np.argsort(flat_ids, kind="stable")
+            first = order[np.searchsorted(flat_ids[order], frame["parcel_id"].to_numpy())]
+            frame["land_cover"] = lc.ravel()[first].astype(int)
+            frame["crop_type"] = crop.ravel()[first].astype(int)
+        else:
+            frame["land_cover"] = []
+            frame["crop_type"] = []
+        frame["tile"] = tile.id
+        return frame[["parcel_id", "land_cover", "crop_type", "tile", "geometry"]]
 
     def change_polygons(self, tile: Tile, changes: list[gen.Change], season_id: str) -> Any:
         """The true changes since the previous season as polygons in the tile's CRS."""

@@ -30,6 +30,22 @@ STAGES: tuple[StageInfo, ...] = (
               "Imagery, cloud mask and valid-data mask per tile from the configured source."),
     StageInfo("features", "lcms_tasks.stages.features", True, "download",
               "NDVI, NDWI, NDBI, tasselled cap on a regular date grid (interpolation or mosaics)."),
+    StageInfo("add_reference", "lcms_tasks.stages.add_reference", True, "features",
+              "Reference polygons of the season rasterised into per-tile label masks."),
+    StageInfo("sampling", "lcms_tasks.stages.sampling", True, "add_reference",
+              "Stratified, seeded sampling of labelled pixels per tile."),
+    StageInfo("merge_features", "lcms_tasks.stages.merge_features", False, "sampling",
+              "All tiles' samples merged into ML-ready datasets with a spatial train/validation/test split."),
+    StageInfo("training", "lcms_tasks.stages.training", False, "merge_features",
+              "XGBoost classifier trained with early stopping; model, metadata and test metrics stored."),
+    StageInfo("prediction", "lcms_tasks.stages.prediction", True, "training",
+              "Class map and confidence per tile, predicted in bounded-memory chunks."),
+    StageInfo("postprocessing", "lcms_tasks.stages.postprocessing", True, "prediction",
+              "Superpixel majority vote, modal filter, minimum mapping unit, optional erosion/dilation."),
+    StageInfo("change_detection", "lcms_tasks.stages.change_detection", True, "postprocessing",
+              "Relevant class transitions between the 'before' and 'after' seasons as change polygons."),
+    StageInfo("reporting", "lcms_tasks.stages.reporting", False, "change_detection",
+              "Class and change areas, metrics and data quality per run, tile and region (JSON + HTML)."),
 )
 
 _BY_NAME = {s.name: s for s in STAGES}

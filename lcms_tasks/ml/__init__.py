@@ -1,0 +1,1 @@
+"""Machine-learning helpers shared by sampling, training and prediction."""
