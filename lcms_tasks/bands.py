@@ -5,8 +5,19 @@ from __future__ import annotations
 #: The 13 Sentinel-2 MSI bands in the order LCMS stores them (the order of
 #: Sentinel Hub's L1C/L2A band lists, B8A after B08).
 S2_BANDS: tuple[str, ...] = (
-    "B01", "B02", "B03", "B04", "B05", "B06", "B07",
-    "B08", "B8A", "B09", "B10", "B11", "B12",
+    "B01",
+    "B02",
+    "B03",
+    "B04",
+    "B05",
+    "B06",
+    "B07",
+    "B08",
+    "B8A",
+    "B09",
+    "B10",
+    "B11",
+    "B12",
 )
 
 #: Digital numbers are reflectance x 10000 (Sentinel-2 L2A quantification value).

@@ -62,13 +62,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     ctx = RunContext.create(
-        cfg, season=args.season, run_id=args.run_id, config_path=str(Path(args.config).resolve()),
-        skip_existing=args.skip_existing, upstream_run_id=args.upstream_run_id,
+        cfg,
+        season=args.season,
+        run_id=args.run_id,
+        config_path=str(Path(args.config).resolve()),
+        skip_existing=args.skip_existing,
+        upstream_run_id=args.upstream_run_id,
     )
     out: dict[str, Any]
     if not stage_info(args.stage).mapped:
-        out = {"stage": args.stage, "season": ctx.season, "run_id": ctx.run_id,
-               "written": runner.run_stage(args.stage, ctx)}
+        out = {
+            "stage": args.stage,
+            "season": ctx.season,
+            "run_id": ctx.run_id,
+            "written": runner.run_stage(args.stage, ctx),
+        }
     elif args.batch:
         out = runner.run_batch(args.stage, args.batch, ctx, args.subset).to_dict()
     else:

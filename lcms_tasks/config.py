@@ -165,18 +165,18 @@ class ClassificationConfig(StrictModel):
 class StagesConfig(StrictModel):
     """Per-stage options (each stage module owns its schema)."""
 
-    download: _download.Options = Field(default_factory=_download.Options)  # type: ignore[arg-type]
-    features: _features.Options = Field(default_factory=_features.Options)  # type: ignore[arg-type]
-    add_reference: _add_reference.Options = Field(default_factory=_add_reference.Options)  # type: ignore[arg-type]
-    sampling: _sampling.Options = Field(default_factory=_sampling.Options)  # type: ignore[arg-type]
-    merge_features: _merge_features.Options = Field(default_factory=_merge_features.Options)  # type: ignore[arg-type]
-    training: _training.Options = Field(default_factory=_training.Options)  # type: ignore[arg-type]
-    prediction: _prediction.Options = Field(default_factory=_prediction.Options)  # type: ignore[arg-type]
-    postprocessing: _postprocessing.Options = Field(default_factory=_postprocessing.Options)  # type: ignore[arg-type]
-    change_detection: _change_detection.Options = Field(  # type: ignore[arg-type]
+    download: _download.Options = Field(default_factory=_download.Options)
+    features: _features.Options = Field(default_factory=_features.Options)
+    add_reference: _add_reference.Options = Field(default_factory=_add_reference.Options)
+    sampling: _sampling.Options = Field(default_factory=_sampling.Options)
+    merge_features: _merge_features.Options = Field(default_factory=_merge_features.Options)
+    training: _training.Options = Field(default_factory=_training.Options)
+    prediction: _prediction.Options = Field(default_factory=_prediction.Options)
+    postprocessing: _postprocessing.Options = Field(default_factory=_postprocessing.Options)
+    change_detection: _change_detection.Options = Field(
         default_factory=_change_detection.Options
     )
-    reporting: _reporting.Options = Field(default_factory=_reporting.Options)  # type: ignore[arg-type]
+    reporting: _reporting.Options = Field(default_factory=_reporting.Options)
 
 
 class ProjectConfig(StrictModel):
@@ -184,18 +184,18 @@ class ProjectConfig(StrictModel):
 
     project: str = Field(pattern=_NAME_PATTERN, description="Project name (used in storage paths).")
     aoi: AOIConfig = Field(description="Area of interest.")
-    grid: GridConfig = Field(default_factory=GridConfig)  # type: ignore[arg-type]
+    grid: GridConfig = Field(default_factory=GridConfig)
     seasons: dict[str, SeasonConfig] = Field(
         min_length=1, description="Seasons by id (e.g. '2023'); each run processes one season."
     )
     legends: LegendsConfig = Field(description="Land cover and crop type legends.")
-    classification: ClassificationConfig = Field(default_factory=ClassificationConfig)  # type: ignore[arg-type]
-    source: SourceConfig = Field(default_factory=SyntheticSourceConfig, description="Imagery source.")  # type: ignore[arg-type]
-    storage: StorageConfig = Field(default_factory=StorageConfig)  # type: ignore[arg-type]
-    stages: StagesConfig = Field(default_factory=StagesConfig)  # type: ignore[arg-type]
+    classification: ClassificationConfig = Field(default_factory=ClassificationConfig)
+    source: SourceConfig = Field(default_factory=SyntheticSourceConfig, description="Imagery source.")
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    stages: StagesConfig = Field(default_factory=StagesConfig)
 
     # Folder of the config file; relative paths resolve against it. Not part of the schema.
-    base_dir: Path = Field(default=Path("."), exclude=True, description="(internal) folder of the config file")
+    base_dir: Path = Field(default=Path(), exclude=True, description="(internal) folder of the config file")
 
     @field_validator("seasons")
     @classmethod
@@ -278,7 +278,7 @@ def parse_config(data: dict[str, Any], *, path: str = "<config>", base_dir: Path
     if not isinstance(data, dict):
         raise ConfigError("the config must be a YAML mapping", path=path)
     try:
-        cfg = ProjectConfig.model_validate({**data, "base_dir": base_dir or Path(".")})
+        cfg = ProjectConfig.model_validate({**data, "base_dir": base_dir or Path()})
     except ValidationError as err:
         raise ConfigError("invalid config:\n" + format_validation_error(err), path=path) from err
     return cfg

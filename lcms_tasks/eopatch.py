@@ -31,8 +31,10 @@ def new_patch(tile: Tile, dates: Sequence[dt.date | dt.datetime]) -> EOPatch:
 
 def save(storage: Storage, uri: str, patch: EOPatch, *, meta: dict[str, Any]) -> None:
     """Save ``patch`` at ``uri`` atomically, with ``meta`` in the completion marker."""
+    from eolearn.core import OverwritePermission
+
     with storage.writing_dir(uri, meta) as staging:
-        patch.save(str(staging), overwrite_permission="OVERWRITE_FEATURES")
+        patch.save(str(staging), overwrite_permission=OverwritePermission.OVERWRITE_FEATURES)
 
 
 def load(storage: Storage, uri: str, *, features: Sequence[str] | None = None) -> tuple[EOPatch, dict[str, Any]]:

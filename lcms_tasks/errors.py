@@ -34,7 +34,7 @@ class StageError(LcmsError, RuntimeError):
     """A stage failed on a tile or on the whole run."""
 
 
-class TileFailures(StageError):
+class TileFailureError(StageError):
     """Some tiles of a batch failed; the others were written."""
 
     def __init__(self, stage: str, failures: dict[str, str]) -> None:

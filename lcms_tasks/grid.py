@@ -65,8 +65,13 @@ class Tile:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "epsg": self.epsg, "row": self.row, "col": self.col,
-            "size_px": self.size_px, "resolution": self.resolution, "bounds": list(self.bounds),
+            "id": self.id,
+            "epsg": self.epsg,
+            "row": self.row,
+            "col": self.col,
+            "size_px": self.size_px,
+            "resolution": self.resolution,
+            "bounds": list(self.bounds),
         }
 
     @classmethod
@@ -137,7 +142,8 @@ def load_aoi(cfg: ProjectConfig, *, config_path: str | None = None) -> gpd.GeoDa
     if aoi.region_column and aoi.region_column not in polygonal.columns:
         raise ConfigError(
             f"AOI ({where}) has no column {aoi.region_column!r}; columns: {list(polygonal.columns)}",
-            path=config_path, field="aoi.region_column",
+            path=config_path,
+            field="aoi.region_column",
         )
     polygonal = polygonal.copy()
     polygonal["geometry"] = polygonal.geometry.make_valid()
@@ -146,7 +152,7 @@ def load_aoi(cfg: ProjectConfig, *, config_path: str | None = None) -> gpd.GeoDa
 
 def utm_epsg(lon: float, lat: float) -> int:
     """EPSG code of the WGS84 UTM zone containing (lon, lat)."""
-    zone = min(max(int(math.floor((lon + 180.0) / 6.0)) + 1, 1), 60)
+    zone = min(max(math.floor((lon + 180.0) / 6.0) + 1, 1), 60)
     return (32600 if lat >= 0 else 32700) + zone
 
 
@@ -162,7 +168,7 @@ def _parts_by_crs(aoi: gpd.GeoDataFrame, grid: GridConfig) -> dict[int, BaseGeom
 
     parts: dict[int, BaseGeometry] = {}
     min_lon, _, max_lon, _ = wgs.bounds
-    for zone_idx in range(int(math.floor((min_lon + 180) / 6)), int(math.floor((max_lon + 180) / 6)) + 1):
+    for zone_idx in range(math.floor((min_lon + 180) / 6), math.floor((max_lon + 180) / 6) + 1):
         west = -180.0 + 6.0 * zone_idx
         for south, north, base in ((0.0, 84.0, 32600), (-80.0, 0.0, 32700)):
             piece = wgs.intersection(box(west, south, west + 6.0, north))
@@ -232,9 +238,15 @@ def tiles_geojson(tiles: list[Tile]) -> dict[str, Any]:
     for epsg in sorted({t.epsg for t in tiles}):
         group = [t for t in tiles if t.epsg == epsg]
         frame = gpd.GeoDataFrame(
-            {"id": [t.id for t in group], "epsg": epsg, "row": [t.row for t in group], "col": [t.col for t in group],
-             "bounds": [json.dumps(list(t.bounds)) for t in group]},
-            geometry=[box(*t.bounds) for t in group], crs=epsg,
+            {
+                "id": [t.id for t in group],
+                "epsg": epsg,
+                "row": [t.row for t in group],
+                "col": [t.col for t in group],
+                "bounds": [json.dumps(list(t.bounds)) for t in group],
+            },
+            geometry=[box(*t.bounds) for t in group],
+            crs=epsg,
         ).to_crs(4326)
         features.extend(json.loads(frame.to_json())["features"])
     return {"type": "FeatureCollection", "features": features}

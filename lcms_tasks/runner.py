@@ -3,7 +3,7 @@
 The CLI, an Airflow task, an ECS container and a Celery worker all call
 :func:`run_tiles` / :func:`run_stage`. A tile that fails is recorded (its
 error goes to ``<stage>/_run/failures/<run id>/<tile>.json``) and the other
-tiles of the batch still run; the batch then raises :class:`TileFailures`, so
+tiles of the batch still run; the batch then raises :class:`TileFailureError`, so
 the orchestrator retries it, and ``skip_existing`` lets the retry skip the
 tiles already complete.
 """
@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lcms_tasks.context import RunContext
-from lcms_tasks.errors import TileFailures
+from lcms_tasks.errors import TileFailureError
 from lcms_tasks.grid import Tile, make_batches, project_tiles, select_tiles
 from lcms_tasks.stages import get_stage, stage_info
 
@@ -76,14 +76,18 @@ def run_tiles(stage_name: str, tiles: list[Tile], ctx: RunContext, *, raise_on_f
             result.failed[tile.id] = f"{type(err).__name__}: {err}"
             ctx.storage.write_json(
                 ctx.run_uri(stage_name, "failures", ctx.run_id, f"{tile.id}.json"),
-                {"tile": tile.id, "stage": stage_name, "error": result.failed[tile.id],
-                 "traceback": traceback.format_exc()},
+                {
+                    "tile": tile.id,
+                    "stage": stage_name,
+                    "error": result.failed[tile.id],
+                    "traceback": traceback.format_exc(),
+                },
             )
         else:
             log.info("%s %s: done in %.1f s", stage_name, tile.id, time.perf_counter() - t0)
     result.seconds = time.perf_counter() - start
     if result.failed and raise_on_failure:
-        raise TileFailures(stage_name, result.failed)
+        raise TileFailureError(stage_name, result.failed)
     return result
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
+from pydantic_core import PydanticUndefined, to_jsonable_python
 
 # Example values for required fields (they have no default to show).
 _EXAMPLES: dict[str, Any] = {
@@ -70,8 +70,7 @@ def _emit(model: type[BaseModel], indent: int, lines: list[str], examples: dict[
             default = info.get_default(call_default_factory=True)
             if default is PydanticUndefined:
                 default = None
-            if isinstance(default, BaseModel):
-                default = default.model_dump(mode="json")
+            default = to_jsonable_python(default)
             lines.append(f"{pad}{name}: {_scalar(default)}")
 
 

@@ -110,9 +110,7 @@ def _band_positions(band_names: Sequence[str], needed: Sequence[str]) -> list[in
     positions = []
     for band in needed:
         if band not in names:
-            raise ValueError(
-                f"band {band!r} is required for the spectral indices but missing from band_names {names}"
-            )
+            raise ValueError(f"band {band!r} is required for the spectral indices but missing from band_names {names}")
         positions.append(names.index(band))
     return positions
 
@@ -133,9 +131,7 @@ def _flat_pairs(src: np.ndarray, dst: np.ndarray) -> Iterator[tuple[np.ndarray, 
             np.lib.stride_tricks.as_strided(
                 src, (n_pixels, src.shape[-1]), (_leading_stride(src), src.strides[-1]), writeable=False
             ),
-            np.lib.stride_tricks.as_strided(
-                dst, (n_pixels, dst.shape[-1]), (_leading_stride(dst), dst.strides[-1])
-            ),
+            np.lib.stride_tricks.as_strided(dst, (n_pixels, dst.shape[-1]), (_leading_stride(dst), dst.strides[-1])),
         )
     else:
         # Rare (oddly sliced inputs): recurse over the first axis until the rest flattens.
@@ -151,9 +147,7 @@ def _leading_stride(array: np.ndarray) -> int:
     return array.strides[-1] * array.shape[-1] if array.ndim else 0
 
 
-def compute_indices(
-    reflectance: np.ndarray, band_names: Sequence[str], out: np.ndarray | None = None
-) -> np.ndarray:
+def compute_indices(reflectance: np.ndarray, band_names: Sequence[str], out: np.ndarray | None = None) -> np.ndarray:
     """Spectral indices of a reflectance stack.
 
     Args:
@@ -173,8 +167,7 @@ def compute_indices(
     reflectance = np.asarray(reflectance)
     if reflectance.ndim == 0 or reflectance.shape[-1] != len(band_names):
         raise ValueError(
-            f"reflectance last axis ({reflectance.shape[-1:] or 'scalar'}) must match the {len(band_names)} "
-            "band_names"
+            f"reflectance last axis ({reflectance.shape[-1:] or 'scalar'}) must match the {len(band_names)} band_names"
         )
     nd_positions = [tuple(_band_positions(band_names, pair)) for pair in _NORMALIZED_DIFFERENCES]
     tc_positions = _band_positions(band_names, _TC_BANDS)

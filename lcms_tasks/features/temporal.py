@@ -334,9 +334,7 @@ def mosaic(
         # sorted by their times (it requires non-decreasing times), evaluated back at every target.
         block_out = np.empty_like(composites)
         sorted_composites = composites[order].reshape(-1, n_feat)
-        _interpolate_block(
-            sorted_composites, n_pix, 0, has_obs[order], target_times[order], target_times, block_out
-        )
+        _interpolate_block(sorted_composites, n_pix, 0, has_obs[order], target_times[order], target_times, block_out)
         out[:, rows] = block_out.reshape(n_targets, rows.stop - rows.start, width, n_feat)
         counts = np.count_nonzero(block_valid[in_any_period], axis=0)
         n_valid[rows] = np.minimum(counts, np.iinfo(np.uint16).max).reshape(-1, width)

@@ -67,7 +67,14 @@ class SyntheticParams:
 
 #: Land cover "kinds" the generator knows.  Rasters store ``KINDS.index(kind) + 1`` (0 = none).
 KINDS: tuple[str, ...] = (
-    "cropland", "forest", "grassland", "water", "built_up", "bare_land", "shrubland", "wetland",
+    "cropland",
+    "forest",
+    "grassland",
+    "water",
+    "built_up",
+    "bare_land",
+    "shrubland",
+    "wetland",
 )
 #: Crop kinds, for crop-type legends and the fields inside cropland.  Rasters store index + 1.
 CROP_KINDS: tuple[str, ...] = ("winter_cereal", "maize", "cotton", "sunflower", "vineyard", "sugar_beet")
@@ -136,46 +143,176 @@ def _spectrum(values: dict[str, float]) -> np.ndarray:
 
 # Endmember reflectances.  B10 (cirrus, 1375 nm) is almost fully absorbed by water vapour: near zero at
 # the surface, non-zero only on clouds.
-_GREEN_CROP = _spectrum({  # herbaceous canopy: chlorophyll red well, steep red edge, high NIR plateau
-    "B01": .030, "B02": .035, "B03": .075, "B04": .038, "B05": .110, "B06": .300, "B07": .400,
-    "B08": .440, "B8A": .450, "B09": .420, "B10": .008, "B11": .220, "B12": .110,
-})
-_GREEN_CANOPY = _spectrum({  # tree/shrub canopy: darker (shadowing, needles), lower NIR and SWIR
-    "B01": .022, "B02": .025, "B03": .045, "B04": .025, "B05": .070, "B06": .200, "B07": .270,
-    "B08": .300, "B8A": .310, "B09": .290, "B10": .006, "B11": .140, "B12": .065,
-})
-_DRY_VEG = _spectrum({  # senescent vegetation / straw: no red well, high SWIR (cellulose, lignin)
-    "B01": .060, "B02": .070, "B03": .100, "B04": .130, "B05": .160, "B06": .190, "B07": .210,
-    "B08": .230, "B8A": .240, "B09": .235, "B10": .010, "B11": .340, "B12": .260,
-})
-_SOIL = _spectrum({  # loamy soil: reflectance rising steadily with wavelength
-    "B01": .070, "B02": .085, "B03": .125, "B04": .175, "B05": .205, "B06": .225, "B07": .240,
-    "B08": .255, "B8A": .265, "B09": .260, "B10": .010, "B11": .360, "B12": .310,
-})
-_ROCK = _spectrum({  # grey rock / gravel: brighter in the blue, flatter curve
-    "B01": .110, "B02": .130, "B03": .160, "B04": .185, "B05": .200, "B06": .210, "B07": .220,
-    "B08": .230, "B8A": .235, "B09": .230, "B10": .010, "B11": .280, "B12": .240,
-})
-_URBAN = _spectrum({  # mix of asphalt, concrete, roofs: flat visible, SWIR above NIR (positive NDBI)
-    "B01": .110, "B02": .115, "B03": .125, "B04": .135, "B05": .145, "B06": .155, "B07": .162,
-    "B08": .170, "B8A": .175, "B09": .170, "B10": .009, "B11": .235, "B12": .215,
-})
-_WATER = _spectrum({  # clear water: a little blue/green, almost black in NIR and SWIR
-    "B01": .060, "B02": .055, "B03": .048, "B04": .030, "B05": .022, "B06": .014, "B07": .011,
-    "B08": .009, "B8A": .008, "B09": .006, "B10": .002, "B11": .004, "B12": .003,
-})
-_TURBIDITY = _spectrum({  # added by suspended sediment / algae at full turbidity
-    "B01": .010, "B02": .020, "B03": .040, "B04": .040, "B05": .030, "B06": .012, "B07": .008,
-    "B08": .007, "B8A": .006, "B09": .004, "B10": .000, "B11": .002, "B12": .001,
-})
-_CLOUD = _spectrum({  # thick cloud: bright and nearly flat, a bit darker in SWIR (ice/water absorption)
-    "B01": .52, "B02": .50, "B03": .49, "B04": .48, "B05": .48, "B06": .48, "B07": .48,
-    "B08": .48, "B8A": .48, "B09": .45, "B10": .10, "B11": .38, "B12": .26,
-})
-_HAZE = _spectrum({  # aerosol path radiance: strongest in the blue
-    "B01": 1.0, "B02": .80, "B03": .55, "B04": .35, "B05": .25, "B06": .20, "B07": .15,
-    "B08": .12, "B8A": .11, "B09": .10, "B10": .00, "B11": .03, "B12": .02,
-})
+_GREEN_CROP = _spectrum(
+    {  # herbaceous canopy: chlorophyll red well, steep red edge, high NIR plateau
+        "B01": 0.030,
+        "B02": 0.035,
+        "B03": 0.075,
+        "B04": 0.038,
+        "B05": 0.110,
+        "B06": 0.300,
+        "B07": 0.400,
+        "B08": 0.440,
+        "B8A": 0.450,
+        "B09": 0.420,
+        "B10": 0.008,
+        "B11": 0.220,
+        "B12": 0.110,
+    }
+)
+_GREEN_CANOPY = _spectrum(
+    {  # tree/shrub canopy: darker (shadowing, needles), lower NIR and SWIR
+        "B01": 0.022,
+        "B02": 0.025,
+        "B03": 0.045,
+        "B04": 0.025,
+        "B05": 0.070,
+        "B06": 0.200,
+        "B07": 0.270,
+        "B08": 0.300,
+        "B8A": 0.310,
+        "B09": 0.290,
+        "B10": 0.006,
+        "B11": 0.140,
+        "B12": 0.065,
+    }
+)
+_DRY_VEG = _spectrum(
+    {  # senescent vegetation / straw: no red well, high SWIR (cellulose, lignin)
+        "B01": 0.060,
+        "B02": 0.070,
+        "B03": 0.100,
+        "B04": 0.130,
+        "B05": 0.160,
+        "B06": 0.190,
+        "B07": 0.210,
+        "B08": 0.230,
+        "B8A": 0.240,
+        "B09": 0.235,
+        "B10": 0.010,
+        "B11": 0.340,
+        "B12": 0.260,
+    }
+)
+_SOIL = _spectrum(
+    {  # loamy soil: reflectance rising steadily with wavelength
+        "B01": 0.070,
+        "B02": 0.085,
+        "B03": 0.125,
+        "B04": 0.175,
+        "B05": 0.205,
+        "B06": 0.225,
+        "B07": 0.240,
+        "B08": 0.255,
+        "B8A": 0.265,
+        "B09": 0.260,
+        "B10": 0.010,
+        "B11": 0.360,
+        "B12": 0.310,
+    }
+)
+_ROCK = _spectrum(
+    {  # grey rock / gravel: brighter in the blue, flatter curve
+        "B01": 0.110,
+        "B02": 0.130,
+        "B03": 0.160,
+        "B04": 0.185,
+        "B05": 0.200,
+        "B06": 0.210,
+        "B07": 0.220,
+        "B08": 0.230,
+        "B8A": 0.235,
+        "B09": 0.230,
+        "B10": 0.010,
+        "B11": 0.280,
+        "B12": 0.240,
+    }
+)
+_URBAN = _spectrum(
+    {  # mix of asphalt, concrete, roofs: flat visible, SWIR above NIR (positive NDBI)
+        "B01": 0.110,
+        "B02": 0.115,
+        "B03": 0.125,
+        "B04": 0.135,
+        "B05": 0.145,
+        "B06": 0.155,
+        "B07": 0.162,
+        "B08": 0.170,
+        "B8A": 0.175,
+        "B09": 0.170,
+        "B10": 0.009,
+        "B11": 0.235,
+        "B12": 0.215,
+    }
+)
+_WATER = _spectrum(
+    {  # clear water: a little blue/green, almost black in NIR and SWIR
+        "B01": 0.060,
+        "B02": 0.055,
+        "B03": 0.048,
+        "B04": 0.030,
+        "B05": 0.022,
+        "B06": 0.014,
+        "B07": 0.011,
+        "B08": 0.009,
+        "B8A": 0.008,
+        "B09": 0.006,
+        "B10": 0.002,
+        "B11": 0.004,
+        "B12": 0.003,
+    }
+)
+_TURBIDITY = _spectrum(
+    {  # added by suspended sediment / algae at full turbidity
+        "B01": 0.010,
+        "B02": 0.020,
+        "B03": 0.040,
+        "B04": 0.040,
+        "B05": 0.030,
+        "B06": 0.012,
+        "B07": 0.008,
+        "B08": 0.007,
+        "B8A": 0.006,
+        "B09": 0.004,
+        "B10": 0.000,
+        "B11": 0.002,
+        "B12": 0.001,
+    }
+)
+_CLOUD = _spectrum(
+    {  # thick cloud: bright and nearly flat, a bit darker in SWIR (ice/water absorption)
+        "B01": 0.52,
+        "B02": 0.50,
+        "B03": 0.49,
+        "B04": 0.48,
+        "B05": 0.48,
+        "B06": 0.48,
+        "B07": 0.48,
+        "B08": 0.48,
+        "B8A": 0.48,
+        "B09": 0.45,
+        "B10": 0.10,
+        "B11": 0.38,
+        "B12": 0.26,
+    }
+)
+_HAZE = _spectrum(
+    {  # aerosol path radiance: strongest in the blue
+        "B01": 1.0,
+        "B02": 0.80,
+        "B03": 0.55,
+        "B04": 0.35,
+        "B05": 0.25,
+        "B06": 0.20,
+        "B07": 0.15,
+        "B08": 0.12,
+        "B8A": 0.11,
+        "B09": 0.10,
+        "B10": 0.00,
+        "B11": 0.03,
+        "B12": 0.02,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -230,14 +367,21 @@ _KIND_PHENOLOGY: dict[str, _Phenology] = {
 # soil (darkened by soil moisture) - KINDS order.
 _CANOPY_SHARE = {"forest": 1.0, "shrubland": 0.7, "wetland": 0.3, "built_up": 0.5}
 _SOIL_BACKGROUND = {
-    "cropland": 1.0, "forest": 1.0, "grassland": 1.0, "water": 0.0, "built_up": 0.2,
-    "bare_land": 1.0, "shrubland": 1.0, "wetland": 0.45,
+    "cropland": 1.0,
+    "forest": 1.0,
+    "grassland": 1.0,
+    "water": 0.0,
+    "built_up": 0.2,
+    "bare_land": 1.0,
+    "shrubland": 1.0,
+    "wetland": 0.45,
 }
 
 
 # --------------------------------------------------------------------------------------------------
 # Random helpers
 # --------------------------------------------------------------------------------------------------
+
 
 def _rng(params: SyntheticParams, key: str, purpose: str) -> np.random.Generator:
     """Generator seeded stably from (seed, key, purpose); ``hash()`` is salted per process, so use SHA-256."""
@@ -272,7 +416,7 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float
     coarse = rng.standard_normal((h // factor + 3, w // factor + 3))
     coarse = ndimage.gaussian_filter(coarse, sigma / factor, mode="reflect")
     field = ndimage.zoom(coarse, factor, order=1) if factor > 1 else coarse
-    field = field[factor: factor + h, factor: factor + w].astype(np.float32)
+    field = field[factor : factor + h, factor : factor + w].astype(np.float32)
     field -= field.mean()
     field /= field.std() + 1e-6
     return field
@@ -304,6 +448,7 @@ def _relabel(keys: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 # Scenes
 # --------------------------------------------------------------------------------------------------
+
 
 def _split_rect(
     rng: np.random.Generator, rect: tuple[int, int, int, int], max_side: tuple[int, int], min_side: int
@@ -343,9 +488,9 @@ def _partition_fields(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
                 width = int(rng.integers(6, 26))
                 end = length if length - (pos + width) < 5 else pos + width
                 if along_rows:
-                    field[y0 + pos: y0 + end, x0:x1] = next_id
+                    field[y0 + pos : y0 + end, x0:x1] = next_id
                 else:
-                    field[y0:y1, x0 + pos: x0 + end] = next_id
+                    field[y0:y1, x0 + pos : x0 + end] = next_id
                 next_id += 1
                 pos = end
         else:
@@ -362,9 +507,11 @@ def _river_mask(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     y = np.arange(rows, dtype=np.float64)
     wander = np.cumsum(rng.normal(0.0, 0.6, rows))
     wander = ndimage.gaussian_filter1d(wander, 8.0)
-    centre = rng.uniform(0.2, 0.8) * cols + rng.uniform(3, 12) * np.sin(
-        2 * np.pi * y / rng.uniform(60, 160) + rng.uniform(0, 2 * np.pi)
-    ) + wander
+    centre = (
+        rng.uniform(0.2, 0.8) * cols
+        + rng.uniform(3, 12) * np.sin(2 * np.pi * y / rng.uniform(60, 160) + rng.uniform(0, 2 * np.pi))
+        + wander
+    )
     half_width = rng.uniform(1.5, 3.0)
     xx = np.arange(cols, dtype=np.float64)[None, :]
     mask = np.abs(xx - centre[:, None]) <= half_width
@@ -458,9 +605,7 @@ def generate_scene(shape: tuple[int, int], params: SyntheticParams, key: str) ->
     return Scene(land_cover=lc, crop=crop, parcel_id=_relabel(keys))
 
 
-def scene_from_labels(
-    land_cover: np.ndarray, crop: np.ndarray | None, params: SyntheticParams, key: str
-) -> Scene:
+def scene_from_labels(land_cover: np.ndarray, crop: np.ndarray | None, params: SyntheticParams, key: str) -> Scene:
     """A scene following rasterised reference labels.
 
     ``land_cover`` holds KINDS index + 1 (0 = unlabelled), ``crop`` CROP_KINDS index + 1 (0 = unknown).
@@ -510,6 +655,7 @@ def scene_from_labels(
 # Changes
 # --------------------------------------------------------------------------------------------------
 
+
 def _largest_component(mask: np.ndarray) -> np.ndarray:
     regions, n = ndimage.label(mask)
     if n <= 1:
@@ -519,9 +665,7 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     return regions == int(np.argmax(sizes))
 
 
-def _change_geometry(
-    rng: np.random.Generator, builder: str, parcel: np.ndarray, size: float
-) -> np.ndarray:
+def _change_geometry(rng: np.random.Generator, builder: str, parcel: np.ndarray, size: float) -> np.ndarray:
     """Mask of a change of about ``size`` pixels inside ``parcel`` (bool mask), drawn by ``builder``."""
     h, w = parcel.shape
     ys, xs = np.nonzero(parcel)
@@ -538,7 +682,7 @@ def _change_geometry(
         y0 = int(np.clip(cy - rh // 2, 0, max(0, h - rh)))
         x0 = int(np.clip(cx - rw // 2, 0, max(0, w - rw)))
         shape = np.zeros((h, w), dtype=bool)
-        shape[y0: y0 + rh, x0: x0 + rw] = True
+        shape[y0 : y0 + rh, x0 : x0 + rw] = True
     else:
         # ponds and irregular clearings: (slightly wobbly) ellipses
         aspect = rng.uniform(0.6, 1.6)
@@ -637,6 +781,7 @@ def scene_for_season(
 # Acquisitions
 # --------------------------------------------------------------------------------------------------
 
+
 def _acquisition_dates(
     rng: np.random.Generator, start: datetime.date, end: datetime.date, params: SyntheticParams
 ) -> list[datetime.date]:
@@ -716,9 +861,7 @@ def _vegetation_curves(
     kind = units.kind
 
     # Timing: persistent variety/site offset + this year's sowing/weather offset + tile-wide offset.
-    shift = (
-        12.0 * (_hash_uniform(sig, 1) - 0.5) + rng.uniform(-6.0, 6.0, n) + rng.uniform(-4.0, 4.0)
-    )
+    shift = 12.0 * (_hash_uniform(sig, 1) - 0.5) + rng.uniform(-6.0, 6.0, n) + rng.uniform(-4.0, 4.0)
     amplitude = 0.8 + 0.25 * _hash_uniform(sig, 2)  # canopy density of the parcel, 0.80-1.05
     g_pre = p["g_pre"].copy()
     g_max = p["g_max"] * amplitude
@@ -821,7 +964,7 @@ def _clouds(
     field = _smooth_noise(rng, big, rng.uniform(8.0, 20.0)) + 0.35 * _smooth_noise(rng, big, 2.0)
     oy, ox = int(rng.integers(margin // 4, margin + 1)), int(rng.integers(0, margin // 2 + 1))
     cloud_f = field[:h, :w]
-    shadow_f = field[oy: oy + h, ox: ox + w]
+    shadow_f = field[oy : oy + h, ox : ox + w]
     n_cloud = round(float(fraction) * h * w)
     if n_cloud <= 0:
         threshold = float(cloud_f.max()) + 1e-3
@@ -944,8 +1087,11 @@ def simulate_acquisitions(
             refl *= (1.0 - thickness)[..., None]
             refl += thickness[..., None] * (_CLOUD * np.float32(rng.uniform(0.85, 1.3)))
             prob += 200.0 * np.where(region, 0.0, thickness)  # thin edges: raised but below 50
-            prob = np.where(region, np.maximum(55.0 + 45.0 * (thickness - 0.35) / 0.65
-                                               + rng.normal(0.0, 4.0, (h, w)), 50.0), np.minimum(prob, 45.0))
+            prob = np.where(
+                region,
+                np.maximum(55.0 + 45.0 * (thickness - 0.35) / 0.65 + rng.normal(0.0, 4.0, (h, w)), 50.0),
+                np.minimum(prob, 45.0),
+            )
             cloud_mask[t] = region | shadow_region
 
         np.multiply(refl, scale, out=refl)

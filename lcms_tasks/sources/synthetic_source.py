@@ -151,12 +151,28 @@ class SyntheticSource:
                 continue
             from_id = int(self.lc_lut[gen.KINDS.index(ch.from_kind) + 1])
             to_id = int(self.lc_lut[gen.KINDS.index(ch.to_kind) + 1])
-            rows.append({
-                "change_id": int(ch.change_id), "from_class": from_id, "to_class": to_id,
-                "from_name": self.lc_names.get(from_id, ch.from_kind), "to_name": self.lc_names.get(to_id, ch.to_kind),
-                "season_before": before, "season_after": season_id, "tile": tile.id,
-                "geometry": unary_union(geoms),
-            })
-        columns = ["change_id", "from_class", "to_class", "from_name", "to_name", "season_before",
-                   "season_after", "tile", "geometry"]
+            rows.append(
+                {
+                    "change_id": int(ch.change_id),
+                    "from_class": from_id,
+                    "to_class": to_id,
+                    "from_name": self.lc_names.get(from_id, ch.from_kind),
+                    "to_name": self.lc_names.get(to_id, ch.to_kind),
+                    "season_before": before,
+                    "season_after": season_id,
+                    "tile": tile.id,
+                    "geometry": unary_union(geoms),
+                }
+            )
+        columns = [
+            "change_id",
+            "from_class",
+            "to_class",
+            "from_name",
+            "to_name",
+            "season_before",
+            "season_after",
+            "tile",
+            "geometry",
+        ]
         return gpd.GeoDataFrame(rows, columns=columns, geometry="geometry", crs=tile.crs)

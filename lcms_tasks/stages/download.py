@@ -26,8 +26,11 @@ class Options(StrictModel):
     """Options of the download stage."""
 
     cloud_dilation_px: int = Field(
-        2, ge=0, le=50, description="Dilate the cloud mask by this many pixels before deriving IS_VALID "
-        "(cloud edges are the least reliable part of a cloud mask)."
+        2,
+        ge=0,
+        le=50,
+        description="Dilate the cloud mask by this many pixels before deriving IS_VALID "
+        "(cloud edges are the least reliable part of a cloud mask).",
     )
     max_cloud_coverage: float = Field(
         1.0, ge=0.0, le=1.0, description="Drop acquisitions whose cloud share over the tile exceeds this."

@@ -32,7 +32,9 @@ class Options(StrictModel):
     """Options of the features stage."""
 
     min_valid_coverage: float = Field(
-        0.1, ge=0.0, le=1.0,
+        0.1,
+        ge=0.0,
+        le=1.0,
         description="Drop acquisition dates whose share of valid pixels over the tile is below this.",
     )
     temporal: Literal["interpolate", "mosaic"] = Field(
@@ -41,7 +43,8 @@ class Options(StrictModel):
     step_days: int = Field(10, ge=1, le=120, description="Step of the regular output date grid, in days.")
     mosaic_method: Literal["median", "mean"] = Field("median", description="Compositing rule of mosaics.")
     chunk_rows: int | None = Field(
-        None, ge=1,
+        None,
+        ge=1,
         description="Rows per processing chunk, bounding memory (None: automatic chunks of about 8k pixels).",
     )
 
@@ -104,7 +107,7 @@ def run(tile: Tile, ctx: RunContext) -> list[str]:
     reflectance = np.empty(bands.shape, dtype=np.float32)
     np.multiply(bands, np.float32(1.0 / quant), out=reflectance, casting="unsafe")
     valid = src.mask["IS_VALID"][..., 0]
-    dates = [t.date() for t in src.timestamps]
+    dates = [t.date() for t in src.timestamps or []]
     feats, n_valid, target_dates, quality = compute_tile_features(
         reflectance, valid, dates, band_names, season.start, season.end, options
     )

@@ -37,7 +37,8 @@ def _doc(info: StageInfo) -> str:
     trigger = (
         f"Runs when **lcms_{info.upstream}** publishes its asset (same config, season and tiles), "
         "or by hand with the parameters below."
-        if info.upstream else "Runs by hand (or from a schedule) with the parameters below."
+        if info.upstream
+        else "Runs by hand (or from a schedule) with the parameters below."
     )
     work = "mapped over tile batches" if info.mapped else "once for the whole season"
     return (
@@ -120,20 +121,28 @@ def build_stage_dag(stage: str) -> DAG:
             return items
 
         @task(task_id="publish", outlets=[asset], retries=0)
-        def publish(specs: list[dict[str, Any]], done: Any = None) -> Any:
+        def publish(specs: list[dict[str, Any]]) -> Any:
             """Check every planned tile is complete, write the run summary, emit the asset event."""
             from lcms_airflow.publish import summarise_run
 
             for spec in specs:
                 summary = summarise_run(stage, spec)
-                yield Metadata(asset, extra={**{k: spec.get(k) for k in runs.RUN_KEYS}, "run_id": spec["run_id"],
-                                             "stage": stage, **summary})
+                yield Metadata(
+                    asset,
+                    extra={
+                        **{k: spec.get(k) for k in runs.RUN_KEYS},
+                        "run_id": spec["run_id"],
+                        "stage": stage,
+                        **summary,
+                    },
+                )
 
-        specs = resolve()
+        # TaskFlow calls return XComArgs at parse time; mypy sees the functions' runtime signatures.
+        specs: Any = resolve()
         if info.mapped:
             items = plan(specs)
             done = runner.map_batches(stage, items)
         else:
             done = runner.run_season(stage, specs)
-        publish(specs, done)
+        done >> publish(specs)
     return dag

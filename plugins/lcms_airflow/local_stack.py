@@ -63,22 +63,24 @@ class LocalAirflow:
         if not jwt_file.exists():
             self.home.mkdir(parents=True, exist_ok=True)
             jwt_file.write_text(secrets.token_hex(32))
-        env.update({
-            "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(self.port),
-            "AIRFLOW__API_AUTH__JWT_SECRET": jwt_file.read_text().strip(),
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "600",
-        })
+        env.update(
+            {
+                "AIRFLOW_HOME": str(self.home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(self.port),
+                "AIRFLOW__API_AUTH__JWT_SECRET": jwt_file.read_text().strip(),
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+                "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "600",
+            }
+        )
         env.update(self.extra_env)
         return env
 
@@ -105,10 +107,10 @@ class LocalAirflow:
             ("scheduler", ["scheduler"]),
             ("dag-processor", ["dag-processor"]),
         ):
-            out = (logs / f"{name}.log").open("ab")
-            self.procs[name] = subprocess.Popen(
-                [exe, *args], env=self.env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
+            with (logs / f"{name}.log").open("ab") as out:  # the child keeps its own copy of the descriptor
+                self.procs[name] = subprocess.Popen(
+                    [exe, *args], env=self.env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._check_alive()
@@ -170,14 +172,15 @@ class LocalAirflow:
             return []
         return sorted(rows, key=lambda r: str(r.get("start_date") or r.get("logical_date") or ""))
 
-    def wait_for_run(self, dag_id: str, *, run_id: str | None = None, after: int = 0,
-                     timeout: float = 900.0, poll: float = 3.0) -> dict[str, Any]:
+    def wait_for_run(
+        self, dag_id: str, *, run_id: str | None = None, after: int = 0, timeout: float = 900.0, poll: float = 3.0
+    ) -> dict[str, Any]:
         """Wait for ``run_id`` (or the first run beyond the first ``after`` runs) to finish."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._check_alive()
             runs = self.runs(dag_id)
-            match = [r for r in runs if r["run_id"] == run_id] if run_id else runs[after:after + 1]
+            match = [r for r in runs if r["run_id"] == run_id] if run_id else runs[after : after + 1]
             if match and match[0]["state"] in TERMINAL_STATES:
                 return match[0]
             time.sleep(poll)

@@ -20,14 +20,21 @@ def summarise_run(stage: str, spec: dict[str, Any]) -> dict[str, Any]:
 
     cfg = load_config(spec["config"])
     ctx = RunContext.create(cfg, season=spec["season"], run_id=spec["run_id"])
-    summary: dict[str, Any] = {"stage": stage, "project": cfg.project, "season": ctx.season,
-                               "run_id": ctx.run_id, "upstream_run_id": spec.get("upstream_run_id")}
+    summary: dict[str, Any] = {
+        "stage": stage,
+        "project": cfg.project,
+        "season": ctx.season,
+        "run_id": ctx.run_id,
+        "upstream_run_id": spec.get("upstream_run_id"),
+    }
     if stage_info(stage).mapped:
         tiles = select_tiles(project_tiles(cfg), spec.get("tiles") or None)
         missing = [t.id for t in tiles if not ctx.storage.is_complete(ctx.tile_uri(stage, t.id))]
         if missing:
-            raise StageError(f"stage {stage!r}, season {ctx.season}: {len(missing)} tile(s) incomplete: "
-                             f"{', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}")
+            raise StageError(
+                f"stage {stage!r}, season {ctx.season}: {len(missing)} tile(s) incomplete: "
+                f"{', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}"
+            )
         summary["tiles_complete"] = len(tiles)
     ctx.storage.write_json(ctx.run_uri(stage, "runs", f"{_safe(ctx.run_id)}.json"), summary)
     return summary

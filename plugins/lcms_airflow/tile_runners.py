@@ -45,8 +45,12 @@ def _context(item: dict[str, Any]) -> Any:
     from lcms_tasks.context import RunContext
 
     return RunContext.create(
-        load_config(item["config"]), season=item["season"], run_id=item["run_id"], config_path=item["config"],
-        skip_existing=bool(item.get("skip_existing")), upstream_run_id=item.get("upstream_run_id"),
+        load_config(item["config"]),
+        season=item["season"],
+        run_id=item["run_id"],
+        config_path=item["config"],
+        skip_existing=bool(item.get("skip_existing")),
+        upstream_run_id=item.get("upstream_run_id"),
     )
 
 
@@ -91,8 +95,12 @@ class EcsRunner:
         from airflow.providers.amazon.aws.operators.ecs import EcsRunTaskOperator
 
         kwargs: dict[str, Any] = {
-            "task_id": task_id, "cluster": self.cluster, "task_definition": self.task_definition,
-            "launch_type": self.launch_type, "aws_conn_id": self.aws_conn_id, "wait_for_completion": True,
+            "task_id": task_id,
+            "cluster": self.cluster,
+            "task_definition": self.task_definition,
+            "launch_type": self.launch_type,
+            "aws_conn_id": self.aws_conn_id,
+            "wait_for_completion": True,
         }
         if self.network:
             kwargs["network_configuration"] = self.network
@@ -104,8 +112,7 @@ class EcsRunner:
         @task(task_id=task_id)
         def overrides(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
             """ECS container overrides: one `lcms run` command per batch."""
-            return [{"containerOverrides": [{"name": container, "command": batch_command(stage, it)}]}
-                    for it in items]
+            return [{"containerOverrides": [{"name": container, "command": batch_command(stage, it)}]} for it in items]
 
         return overrides
 

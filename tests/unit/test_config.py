@@ -152,10 +152,22 @@ def test_bad_config_writes_nothing(config_path: Path) -> None:
 
 
 def test_template_validates_and_documents_every_section(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "lcms_tasks.cli", "config", "template"],
-                         capture_output=True, text=True, check=True).stdout
-    for key in ("project:", "aoi:", "grid:", "seasons:", "legends:", "source:", "storage:", "stages:",
-                "download:", "features:", "# Tile side in pixels."):
+    out = subprocess.run(
+        [sys.executable, "-m", "lcms_tasks.cli", "config", "template"], capture_output=True, text=True, check=True
+    ).stdout
+    for key in (
+        "project:",
+        "aoi:",
+        "grid:",
+        "seasons:",
+        "legends:",
+        "source:",
+        "storage:",
+        "stages:",
+        "download:",
+        "features:",
+        "# Tile side in pixels.",
+    ):
         assert key in out
     path = tmp_path / "template.yaml"
     path.write_text(out)

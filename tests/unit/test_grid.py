@@ -41,12 +41,16 @@ def _coverage_ok(aoi: gpd.GeoDataFrame, tiles: list[Tile]) -> None:
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    lon=st.floats(-170, 170), lat=st.floats(-60, 60),
-    w=st.floats(0.005, 0.08), h=st.floats(0.005, 0.08),
-    tile_px=st.sampled_from([32, 100, 256]), res=st.sampled_from([10.0, 20.0]),
+    lon=st.floats(-170, 170),
+    lat=st.floats(-60, 60),
+    w=st.floats(0.005, 0.08),
+    h=st.floats(0.005, 0.08),
+    tile_px=st.sampled_from([32, 100, 256]),
+    res=st.sampled_from([10.0, 20.0]),
 )
 def test_tiles_cover_aoi_exactly_once(lon: float, lat: float, w: float, h: float, tile_px: int, res: float) -> None:
-    aoi = _aoi(Polygon([(lon, lat), (lon + w, lat + h * 0.3), (lon + w * 0.8, lat + h), (lon - w * 0.1, lat + h * 0.7)]))
+    ring = [(lon, lat), (lon + w, lat + h * 0.3), (lon + w * 0.8, lat + h), (lon - w * 0.1, lat + h * 0.7)]
+    aoi = _aoi(Polygon(ring))
     grid = GridConfig(tile_size_px=tile_px, resolution_m=res)
     tiles = tiles_for_aoi(aoi, grid)
     assert tiles

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -111,6 +112,7 @@ def test_json_roundtrip_and_missing(store: Storage) -> None:
 
 # -- S3, against a real S3-compatible HTTP server on loopback ------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
@@ -131,10 +133,8 @@ def s3_store(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Storage:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     client = boto3.client("s3", endpoint_url=s3_endpoint)
     bucket = f"lcms-{abs(hash(s3_endpoint)) % 10_000}"
-    try:
+    with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
         client.create_bucket(Bucket=bucket)
-    except client.exceptions.BucketAlreadyOwnedByYou:
-        pass
     return Storage(f"s3://{bucket}/prefix", s3_endpoint_url=s3_endpoint)
 
 

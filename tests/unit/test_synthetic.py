@@ -64,13 +64,14 @@ def crop_stripes() -> tuple[Scene, Acquisitions]:
     lc = np.full((64, 64), kind_code("cropland"), dtype=np.uint8)
     crop = np.zeros((64, 64), dtype=np.uint8)
     for i, x0 in enumerate(range(0, 48, 8)):
-        crop[:, x0: x0 + 8] = crop_code("winter_cereal") if i % 2 == 0 else crop_code("maize")
+        crop[:, x0 : x0 + 8] = crop_code("winter_cereal") if i % 2 == 0 else crop_code("maize")
     lc[:, 48:] = kind_code("water")
     sc = scene_from_labels(lc, crop, PARAMS, "stripes")
     return sc, simulate_acquisitions(sc, *SEASON, PARAMS, "stripes/2023")
 
 
 # ---------------------------------------------------------------------------------------------- determinism
+
 
 def test_scene_is_deterministic_and_keyed() -> None:
     a = generate_scene((64, 80), PARAMS, "tile-1")
@@ -114,6 +115,7 @@ def test_output_does_not_depend_on_python_hash_seed() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- scenes
+
 
 def test_scene_shapes_and_consistency(scene: Scene) -> None:
     assert scene.land_cover.shape == scene.crop.shape == scene.parcel_id.shape == (96, 96)
@@ -174,6 +176,7 @@ def test_scene_from_labels_follows_reference() -> None:
 
 # ---------------------------------------------------------------------------------------------- acquisitions
 
+
 def test_acquisition_shapes_dtypes_and_dates(year_acq: Acquisitions) -> None:
     t = len(year_acq.dates)
     assert year_acq.bands.shape == (t, 96, 96, len(S2_BANDS)) and year_acq.bands.dtype == np.uint16
@@ -186,8 +189,13 @@ def test_acquisition_shapes_dtypes_and_dates(year_acq: Acquisitions) -> None:
     nominal = (YEAR[1] - YEAR[0]).days // PARAMS.revisit_days + 1
     assert t == nominal - round(PARAMS.missing_date_fraction * nominal)
     # very short season: at least 3 dates survive
-    short = simulate_acquisitions(generate_scene((16, 16), PARAMS, "s"), datetime.date(2023, 6, 1),
-                                  datetime.date(2023, 6, 11), SyntheticParams(missing_date_fraction=0.9), "s")
+    short = simulate_acquisitions(
+        generate_scene((16, 16), PARAMS, "s"),
+        datetime.date(2023, 6, 1),
+        datetime.date(2023, 6, 11),
+        SyntheticParams(missing_date_fraction=0.9),
+        "s",
+    )
     assert len(short.dates) == 3
 
 
@@ -235,6 +243,7 @@ def test_no_clouds_when_disabled() -> None:
 
 # ---------------------------------------------------------------------------------------------- changes
 
+
 def test_changes_between_seasons(scene: Scene) -> None:
     before, none = scene_for_season((96, 96), PARAMS, "tile-A", 0)
     assert none == []
@@ -270,13 +279,13 @@ def test_change_fraction_zero_gives_no_change(scene: Scene) -> None:
 
 # ---------------------------------------------------------------------------------------------- spectra
 
+
 def test_winter_cereal_peaks_before_maize_and_water_is_dark(crop_stripes: tuple[Scene, Acquisitions]) -> None:
     sc, acq = crop_stripes
     values = ndvi(acq)
 
     def peak_date(mask: np.ndarray) -> datetime.date:
-        series = np.array([np.nanmean(v[mask]) if np.isfinite(v[mask]).sum() > 20 else np.nan
-                           for v in values])
+        series = np.array([np.nanmean(v[mask]) if np.isfinite(v[mask]).sum() > 20 else np.nan for v in values])
         return acq.dates[int(np.nanargmax(series))]
 
     cereal = peak_date(sc.crop == crop_code("winter_cereal"))

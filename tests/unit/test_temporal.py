@@ -87,9 +87,7 @@ def _linear_series(draw: st.DrawFn) -> tuple[np.ndarray, ...]:
     garbage = draw(st.sampled_from([np.nan, 1e9, -1e9, np.inf]))
     values[~valid] = garbage
     span = times[-1] - times[0]
-    targets = np.sort(
-        rng.uniform(times[0] - 0.3 * span - 5, times[-1] + 0.3 * span + 5, draw(st.integers(1, 15)))
-    )
+    targets = np.sort(rng.uniform(times[0] - 0.3 * span - 5, times[-1] + 0.3 * span + 5, draw(st.integers(1, 15))))
     if draw(st.booleans()):
         targets = np.concatenate([targets, times])  # also exactly at the acquisitions, unsorted
     return values, valid, times, targets, intercept, slope
@@ -97,9 +95,7 @@ def _linear_series(draw: st.DrawFn) -> tuple[np.ndarray, ...]:
 
 @settings(max_examples=150, deadline=None)
 @given(_linear_series(), st.sampled_from([None, 1, 2]))
-def test_interpolation_exact_on_linear_signals(
-    series: tuple[np.ndarray, ...], chunk_rows: int | None
-) -> None:
+def test_interpolation_exact_on_linear_signals(series: tuple[np.ndarray, ...], chunk_rows: int | None) -> None:
     values, valid, times, targets, intercept, slope = series
     out, n_valid = interpolate_linear(values, valid, times, targets, chunk_rows=chunk_rows)
     assert out.dtype == np.float32 and out.shape == (targets.size, *values.shape[1:])
@@ -249,9 +245,7 @@ def test_mosaic_hand_made(method: str) -> None:
     np.testing.assert_allclose(got[0, [0, 2]], first, rtol=1e-6)
     np.testing.assert_allclose(got[2, [0, 2]], third, rtol=1e-6)
     # Empty period [10, 20): linear between composites placed at 0 and 20 -> midpoint.
-    np.testing.assert_allclose(
-        got[1, [0, 2]], [(first[0] + third[0]) / 2, (first[1] + third[1]) / 2], rtol=1e-6
-    )
+    np.testing.assert_allclose(got[1, [0, 2]], [(first[0] + third[0]) / 2, (first[1] + third[1]) / 2], rtol=1e-6)
     # Empty trailing period [30, 40): the last composite is held (41 is outside every period).
     np.testing.assert_allclose(got[3, [0, 2]], third, rtol=1e-6)
     assert np.isnan(got[:, 1]).all()
