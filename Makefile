@@ -17,19 +17,23 @@ export AIRFLOW__CORE__EXECUTOR ?= LocalExecutor
 export UV_PYTHON_DOWNLOADS := never
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: help setup lock lint typecheck test test-unit test-dags test-e2e demo airflow clean
+.PHONY: help setup install airflow-init lock lint typecheck test test-unit test-dags demo airflow clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
-setup: ## install everything into .venv from the lock file and initialise Airflow's metadata database
+setup: install airflow-init ## install everything into .venv from the lock file and initialise Airflow's database
+	@echo "setup done: $(VENV) ($$($(PY) --version)), Airflow $$(airflow version 2>/dev/null) at $(AIRFLOW_HOME)"
+
+install: ## install Python $(PYTHON_VERSION) packages into .venv exactly as uv.lock pins them (the Docker image runs this too)
 	@command -v python$(PYTHON_VERSION) >/dev/null || { echo "python$(PYTHON_VERSION) is required"; exit 1; }
 	@if ! command -v uv >/dev/null || [ "$$(uv --version | cut -d' ' -f2)" != "$(UV_VERSION)" ]; then \
 		python$(PYTHON_VERSION) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"; fi
 	uv sync --frozen --extra dev --python python$(PYTHON_VERSION)
+
+airflow-init: ## create or upgrade Airflow's metadata database (SQLite under .airflow unless configured otherwise)
 	mkdir -p $(AIRFLOW_HOME)
 	airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || { tail -20 $(AIRFLOW_HOME)/db-migrate.log; exit 1; }
-	@echo "setup done: $(VENV) ($$($(PY) --version)), Airflow $$(airflow version 2>/dev/null) at $(AIRFLOW_HOME)"
 
 lock: ## re-resolve dependencies into uv.lock (needs the package registry)
 	uv lock --python python$(PYTHON_VERSION)
