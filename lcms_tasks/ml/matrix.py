@@ -32,5 +32,6 @@ def pixel_matrix(features: np.ndarray, rows: slice | None = None) -> np.ndarray:
 
 def sample_matrix(features: np.ndarray, row_idx: np.ndarray, col_idx: np.ndarray) -> np.ndarray:
     """Feature vectors (n, K*F) of the pixels at (row_idx, col_idx)."""
+    k, _, _, f = features.shape
     picked = features[:, row_idx, col_idx, :]  # (K, n, F)
-    return np.ascontiguousarray(picked.transpose(1, 0, 2), dtype=np.float32).reshape(len(row_idx), -1)
+    return np.ascontiguousarray(picked.transpose(1, 0, 2), dtype=np.float32).reshape(len(row_idx), k * f)

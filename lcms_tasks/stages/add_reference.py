@@ -1,11 +1,297 @@
-"""Stage add_reference (being written)."""
+"""Stage 3, add_reference: the season's reference polygons rasterised into per-tile label masks.
+
+Reference comes from vector files (any CRS, any code list through a crosswalk) and/or,
+for the demo, from the synthetic source's truth parcels, of which a seeded share of
+tiles and parcels is kept to simulate partial ground truth such as an LPIS. Polygons
+are reprojected to the tile CRS, clipped to the tile, crosswalked to legend ids,
+overlaps resolved ('priority' or 'drop') and burned on the tile grid; borders are
+eroded so that mixed edge pixels are not trained on.
+
+Output EOPatch: ``mask_timeless/REFERENCE`` (H, W, 1) uint8 class ids (0 none),
+``mask_timeless/REFERENCE_SAMPLABLE`` (H, W, 1) bool (labelled, eroded, not NO_DATA),
+``mask_timeless/POLYGON_ID`` (H, W, 1) int32 (1-based index into the marker meta's
+``polygon_keys``, the polygons' stable 63-bit keys; 0 none).
+"""
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
 from lcms_tasks.schema import StrictModel
 
+if TYPE_CHECKING:
+    from lcms_tasks.config import LegendClass, ProjectConfig
+    from lcms_tasks.context import RunContext
+    from lcms_tasks.grid import Tile
+    from lcms_tasks.reference.rasterize import LabelledPolygon
+    from lcms_tasks.reference.sources import SourceStats
+
 NAME = "add_reference"
+log = logging.getLogger(__name__)
+
+
+class FileSource(StrictModel):
+    """Reference polygons from a vector file GDAL can read."""
+
+    type: Literal["file"] = Field("file", description="A vector file.")
+    path: str = Field(
+        description="Vector file; may contain '{season}' (replaced by the season id); relative to the config folder."
+    )
+    layer: str | None = Field(None, description="Layer of a multi-layer file (GeoPackage).")
+    class_column: str = Field(description="Attribute holding the class code of each polygon.")
+    crosswalk: dict[str | int, str | int] | None = Field(
+        None,
+        description="Code -> legend class name or id (0 = 'no label' on purpose). None: codes are legend ids. "
+        "Codes absent from the crosswalk are counted in the metadata as unknown_codes.",
+    )
+    crosswalk_file: str | None = Field(
+        None, description="CSV with columns code,class (instead of `crosswalk`); relative to the config folder."
+    )
+    seasons: list[str] | None = Field(None, description="Seasons this source serves (None: all).")
+    priority: int = Field(0, description="Overlaps: the higher priority wins (overlap_rule 'priority').")
+
+    @model_validator(mode="after")
+    def _one_crosswalk(self) -> FileSource:
+        if self.crosswalk is not None and self.crosswalk_file is not None:
+            raise ValueError("give `crosswalk` or `crosswalk_file`, not both")
+        return self
+
+
+class SyntheticTruthSource(StrictModel):
+    """The synthetic source's truth parcels, thinned to simulate partial ground truth (demo)."""
+
+    type: Literal["synthetic_truth"] = Field("synthetic_truth", description="Synthetic truth parcels.")
+    tile_fraction: float = Field(
+        0.6,
+        ge=0.0,
+        le=1.0,
+        description="Share of the project's tiles that get reference (seeded; the same tiles every season). "
+        "The other tiles get none, so maps can be evaluated there.",
+    )
+    parcel_fraction: float = Field(0.7, ge=0.0, le=1.0, description="Share of a chosen tile's parcels kept (seeded).")
+    seed: int = Field(0, description="Seed of the tile and parcel choice.")
+    priority: int = Field(0, description="Overlaps: the higher priority wins (overlap_rule 'priority').")
+
+
+ReferenceSource = Annotated[FileSource | SyntheticTruthSource, Field(discriminator="type")]
+
+
+def _default_sources() -> list[FileSource | SyntheticTruthSource]:
+    return [SyntheticTruthSource()]
 
 
 class Options(StrictModel):
     """Options of the add_reference stage."""
+
+    sources: list[ReferenceSource] = Field(
+        default_factory=lambda: _default_sources(),
+        description="Reference sources (type 'file' or 'synthetic_truth').",
+    )
+    overlap_rule: Literal["drop", "priority"] = Field(
+        "priority",
+        description="Overlapping polygons of different classes: 'priority' (higher priority wins, ties are "
+        "dropped) or 'drop' (conflicting pixels stay unlabelled).",
+    )
+    erosion_px: int = Field(
+        1, ge=0, le=50, description="Border erosion (pixels) of every polygon and class region before sampling."
+    )
+    erosion_per_class: dict[str, int] = Field(
+        default_factory=dict, description="Class name -> erosion in pixels, overriding erosion_px."
+    )
+    min_polygon_area_m2: float = Field(0.0, ge=0.0, description="Ignore polygons smaller than this (m²).")
+
+
+# -- pure helpers -----------------------------------------------------------------------------------
+
+
+def class_erosion(options: Options, legend: list[LegendClass]) -> dict[int, int]:
+    """{class id: px} from ``erosion_per_class`` (``ConfigError`` naming an unknown class)."""
+    from lcms_tasks.errors import ConfigError
+
+    by_name = {c.name: c.id for c in legend}
+    out: dict[int, int] = {}
+    for name, px in options.erosion_per_class.items():
+        if name not in by_name:
+            raise ConfigError(
+                f"erosion_per_class names class {name!r}, not in the legend (classes: {', '.join(by_name)})",
+                field="stages.add_reference.erosion_per_class",
+            )
+        if px < 0:
+            raise ConfigError(f"erosion_per_class[{name!r}] = {px} must be >= 0", field="stages.add_reference")
+        out[by_name[name]] = px
+    return out
+
+
+def source_active(source: FileSource | SyntheticTruthSource, season: str) -> bool:
+    """Whether ``source`` serves ``season``."""
+    return not isinstance(source, FileSource) or source.seasons is None or season in source.seasons
+
+
+def source_name(index: int, source: FileSource | SyntheticTruthSource) -> str:
+    """A readable name for the metadata: 'sources[0] file LPIS_2023.gpkg'."""
+    if isinstance(source, FileSource):
+        return f"sources[{index}] file {source.path}"
+    return f"sources[{index}] synthetic_truth"
+
+
+def _file_source_polygons(
+    source: FileSource, cfg: ProjectConfig, season: str, tile: Tile, options: Options
+) -> tuple[list[LabelledPolygon], SourceStats]:
+    from lcms_tasks.errors import ConfigError
+    from lcms_tasks.reference import sources as src
+
+    legend = cfg.legend()
+    path = cfg.resolve_path(source.path.replace("{season}", season))
+    where = f"reference file {path}"
+    crosswalk_map: dict[str | int, str | int] | None = source.crosswalk
+    if source.crosswalk_file is not None:
+        csv_path = cfg.resolve_path(source.crosswalk_file.replace("{season}", season))
+        crosswalk_map = src.read_crosswalk_csv(csv_path)
+        where = f"crosswalk file {csv_path}"
+    crosswalk = src.build_crosswalk(crosswalk_map, legend, where=where)
+    try:
+        frame = src.read_reference_file(path, source.layer, source.class_column, tile.bounds, tile.crs)
+    except ConfigError as err:
+        raise ConfigError(f"tile {tile.id}: {err}", field="stages.add_reference.sources") from err
+    return src.file_polygons(
+        frame,
+        source.class_column,
+        crosswalk,
+        {c.id for c in legend},
+        source_name=f"{path.name}:{source.layer or ''}:{source.class_column}",
+        bounds=tile.bounds,
+        tile_crs=tile.crs,
+        priority=source.priority,
+        min_area_m2=options.min_polygon_area_m2,
+    )
+
+
+_TILE_IDS: dict[str, list[str]] = {}
+
+
+def _project_tile_ids(cfg: ProjectConfig) -> list[str]:
+    """The project's tile ids, computed once per process and AOI/grid (a country AOI is slow to tile)."""
+    from lcms_tasks.grid import project_tiles
+
+    key = f"{cfg.base_dir}|{cfg.aoi.model_dump_json()}|{cfg.grid.model_dump_json()}"
+    if cfg.aoi.file is not None:
+        aoi_path = cfg.resolve_path(cfg.aoi.file)
+        key += f"|{aoi_path.stat().st_mtime_ns if aoi_path.exists() else 0}"
+    if key not in _TILE_IDS:
+        _TILE_IDS[key] = [t.id for t in project_tiles(cfg)]
+    return _TILE_IDS[key]
+
+
+def _synthetic_polygons(
+    source: SyntheticTruthSource, ctx: RunContext, tile: Tile, options: Options
+) -> tuple[list[LabelledPolygon], SourceStats]:
+    from lcms_tasks import eopatch
+    from lcms_tasks.errors import StageError
+    from lcms_tasks.reference import sources as src
+
+    cfg = ctx.config
+    chosen = src.synthetic_tiles(_project_tile_ids(cfg), source.tile_fraction, source.seed)
+    if tile.id not in chosen:
+        return [], src.SourceStats()
+    download_uri = ctx.tile_uri("download", tile.id)
+    try:
+        patch, _ = eopatch.load(ctx.storage, download_uri, features=["vector_timeless/TRUTH_PARCELS"])
+        parcels = patch.vector_timeless["TRUTH_PARCELS"]
+    except (KeyError, OSError, ValueError) as err:
+        raise StageError(
+            f"tile {tile.id}: reference source 'synthetic_truth' needs vector_timeless/TRUTH_PARCELS in "
+            f"{download_uri} (only the synthetic imagery source writes it): {err}"
+        ) from err
+    if parcels.crs is not None and not parcels.crs.equals(tile.crs):
+        parcels = parcels.to_crs(tile.crs)
+    column = cfg.classification.legend  # 'land_cover' or 'crop_type': the truth column of that legend
+    return src.synthetic_polygons(
+        parcels,
+        column,
+        {c.id for c in cfg.legend()},
+        tile_id=tile.id,
+        parcel_fraction=source.parcel_fraction,
+        seed=source.seed,
+        priority=source.priority,
+        min_area_m2=options.min_polygon_area_m2,
+    )
+
+
+def compact_polygon_ids(polygon_index: np.ndarray, keys: list[int]) -> tuple[np.ndarray, list[int]]:
+    """Renumber a 1-based polygon index raster to the polygons present (1..m) and their keys."""
+    present = np.unique(polygon_index)
+    present = present[present > 0]
+    lut = np.zeros(len(keys) + 1, np.int32)
+    lut[present] = np.arange(1, len(present) + 1, dtype=np.int32)
+    return lut[polygon_index], [keys[i - 1] for i in present.tolist()]
+
+
+def run(tile: Tile, ctx: RunContext) -> list[str]:
+    """Rasterise the season's reference for one tile and store it as an EOPatch."""
+    from lcms_tasks import eopatch
+    from lcms_tasks.reference.rasterize import rasterize_reference, samplable_mask
+
+    cfg = ctx.config
+    options: Options = cfg.stages.add_reference
+    legend = cfg.legend()
+    erosion = class_erosion(options, legend)
+    feats, feats_meta = eopatch.load(ctx.storage, ctx.tile_uri("features", tile.id), features=["mask_timeless/NO_DATA"])
+    no_data = feats.mask_timeless["NO_DATA"][..., 0].astype(bool)
+    if no_data.shape != tile.shape:
+        from lcms_tasks.errors import StageError
+
+        raise StageError(f"tile {tile.id}: features NO_DATA has shape {no_data.shape}, the tile is {tile.shape}")
+
+    polygons: list[LabelledPolygon] = []
+    per_source: dict[str, Any] = {}
+    unknown: Counter[str] = Counter()
+    for i, source in enumerate(options.sources):
+        name = source_name(i, source)
+        if not source_active(source, ctx.season):
+            per_source[name] = {"skipped": f"not a source for season {ctx.season}"}
+            continue
+        if isinstance(source, FileSource):
+            found, stats = _file_source_polygons(source, cfg, ctx.season, tile, options)
+        else:
+            found, stats = _synthetic_polygons(source, ctx, tile, options)
+        polygons.extend(found)
+        per_source[name] = stats.to_dict()
+        unknown.update(stats.unknown_codes)
+    if unknown:
+        log.warning("%s %s: codes not in the crosswalk (polygons): %s", NAME, tile.id, dict(unknown))
+
+    ref = rasterize_reference(polygons, tile.shape, tile.transform(), options.overlap_rule)
+    samplable = samplable_mask(ref.labels, ref.polygon_index, options.erosion_px, erosion, no_data=no_data)
+    polygon_ids, keys = compact_polygon_ids(ref.polygon_index, [p.key for p in polygons])
+
+    patch = eopatch.new_patch(tile, [])
+    patch.mask_timeless["REFERENCE"] = ref.labels[..., None]
+    patch.mask_timeless["REFERENCE_SAMPLABLE"] = samplable[..., None]
+    patch.mask_timeless["POLYGON_ID"] = polygon_ids[..., None]
+    ids, counts = np.unique(ref.labels[ref.labels > 0], return_counts=True)
+    s_ids, s_counts = np.unique(ref.labels[samplable], return_counts=True)
+    meta = {
+        "class_pixels": {str(int(c)): int(n) for c, n in zip(ids, counts, strict=True)},
+        "samplable_pixels": {str(int(c)): int(n) for c, n in zip(s_ids, s_counts, strict=True)},
+        "labelled_pixels": int(counts.sum()),
+        "samplable_total": int(samplable.sum()),
+        "no_data_labelled_pixels": int((no_data & (ref.labels > 0)).sum()),
+        "overlap": {"rule": options.overlap_rule, **ref.stats},
+        "unknown_codes": dict(sorted(unknown.items())),
+        "polygons_read": sum(int(s.get("polygons_read", 0)) for s in per_source.values()),
+        "polygons_used": sum(int(s.get("polygons_used", 0)) for s in per_source.values()),
+        "polygons_rasterised": len(keys),
+        "polygon_keys": keys,
+        "sources": per_source,
+        "erosion_px": options.erosion_px,
+        "erosion_per_class": {str(k): v for k, v in erosion.items()},
+        "upstream": feats_meta.get("run_id"),
+    }
+    uri = ctx.tile_uri(NAME, tile.id)
+    eopatch.save(ctx.storage, uri, patch, meta=ctx.marker_meta(NAME, tile.id, meta))
+    return [uri]

@@ -13,7 +13,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_compose_file_parses_and_wires_airflow_to_postgres() -> None:
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"postgres", "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor"} <= set(services)
+    expected = {"postgres", "airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor"}
+    assert expected <= set(services)
     for name in ("airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor"):
         svc = services[name]
         assert svc["build"]["dockerfile"] == "docker/Dockerfile"
