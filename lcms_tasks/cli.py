@@ -87,6 +87,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_params(items: list[str]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--param takes NAME=VALUE, got {item!r}")
+        params[name.strip()] = value.strip()
+    return params
+
+
 def _cmd_stages(args: argparse.Namespace) -> int:
     from lcms_tasks.stages import STAGES
 
@@ -128,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-existing", action="store_true", help="skip tiles whose output is complete")
     p.add_argument("--run-id", help="run id recorded with the outputs (default: manual__<time>)")
     p.add_argument("--upstream-run-id", help="run id of the upstream stage this run follows")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="stage parameter, e.g. before_season=2023 for change_detection (repeatable)",
+    )
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("stages", help="list the pipeline stages")

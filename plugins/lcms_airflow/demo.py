@@ -24,8 +24,16 @@ from typing import Any
 from lcms_airflow.local_stack import REPO, LocalAirflow
 
 STAGE_ORDER = (
-    "download", "features", "add_reference", "sampling", "merge_features", "training",
-    "prediction", "postprocessing", "change_detection", "reporting",
+    "download",
+    "features",
+    "add_reference",
+    "sampling",
+    "merge_features",
+    "training",
+    "prediction",
+    "postprocessing",
+    "change_detection",
+    "reporting",
 )
 
 
@@ -48,13 +56,17 @@ def run_season(af: LocalAirflow, config: str, season: str, timeout: float) -> di
     seconds: dict[str, float] = {}
     for stage in STAGE_ORDER:
         dag_id = f"lcms_{stage}"
-        run = (af.wait_for_run(dag_id, run_id=run_id, timeout=timeout) if stage == "download"
-               else af.wait_for_run(dag_id, after=seen[dag_id], timeout=timeout))
+        run = (
+            af.wait_for_run(dag_id, run_id=run_id, timeout=timeout)
+            if stage == "download"
+            else af.wait_for_run(dag_id, after=seen[dag_id], timeout=timeout)
+        )
         seconds[stage] = _seconds(run)
         if run["state"] != "success":
             failed = [t for t in af.task_states(dag_id, run["run_id"]) if t.get("state") == "failed"]
-            raise RuntimeError(f"{dag_id} {run['run_id']} {run['state']}; failed tasks: {failed}; "
-                               f"logs under {af.home / 'logs'}")
+            raise RuntimeError(
+                f"{dag_id} {run['run_id']} {run['state']}; failed tasks: {failed}; logs under {af.home / 'logs'}"
+            )
         _say(f"season {season}: {stage:17s} done in {seconds[stage]:6.1f} s")
     return seconds
 

@@ -46,16 +46,20 @@ def _doc(info: StageInfo) -> str:
         f"outputs land under the config's storage root at `<project>/<season>/{info.name}/`.\n\n"
         "Parameters: `config` (path of the project YAML), `season` (empty: the latest season), "
         "`tiles` (empty: all tiles), `skip_existing` (skip tiles whose output is complete)."
+        + "".join(f" `{name}`: {desc}" for name, (_, desc) in runs.STAGE_PARAMS.get(info.name, {}).items())
     )
 
 
-def _params() -> dict[str, Param]:
-    return {
+def _params(stage: str) -> dict[str, Param]:
+    params = {
         "config": Param(runs.default_config_path(), type="string", description="Path of the project config YAML."),
         "season": Param("", type="string", description="Season id from the config; empty = the latest season."),
         "tiles": Param([], type="array", items={"type": "string"}, description="Tile ids; empty = all tiles."),
         "skip_existing": Param(False, type="boolean", description="Skip tiles whose output is already complete."),
     }
+    for name, (default, description) in runs.STAGE_PARAMS.get(stage, {}).items():
+        params[name] = Param(default, type="string", description=description)
+    return params
 
 
 def _event_extras(context: Any, upstream: str | None) -> list[dict[str, Any]]:
@@ -81,7 +85,7 @@ def build_stage_dag(stage: str) -> DAG:
         schedule=[stage_asset(info.upstream)] if info.upstream else None,
         start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
         catchup=False,
-        params=_params(),
+        params=_params(stage),
         tags=["lcms", f"stage:{stage}", "mapped" if info.mapped else "season"],
         default_args={
             "owner": OWNER,
@@ -97,7 +101,7 @@ def build_stage_dag(stage: str) -> DAG:
             from lcms_tasks.config import load_config
 
             context = get_current_context()
-            specs = runs.resolve_run_specs(dict(context["params"]), _event_extras(context, info.upstream))
+            specs = runs.resolve_run_specs(dict(context["params"]), _event_extras(context, info.upstream), stage=stage)
             for spec in specs:
                 cfg = load_config(spec["config"])
                 spec["season"] = spec["season"] or cfg.default_season()

@@ -14,7 +14,20 @@ from pathlib import Path
 from typing import Any
 
 #: Keys every run spec carries (and every asset event's extra).
-RUN_KEYS = ("config", "season", "tiles", "skip_existing", "upstream_run_id", "project")
+RUN_KEYS = ("config", "season", "tiles", "skip_existing", "upstream_run_id", "project", "params")
+
+#: Extra trigger-form parameters of some stages: name -> (default, description). They reach the
+#: stage as ``RunContext.params``; an empty value means "the stage's default".
+STAGE_PARAMS: dict[str, dict[str, tuple[str, str]]] = {
+    "change_detection": {
+        "before_season": ("", "Season to compare against; empty = the season before `season` in the config."),
+    },
+}
+
+
+def _stage_params(stage: str | None, source: dict[str, Any]) -> dict[str, Any]:
+    names = STAGE_PARAMS.get(stage or "", {})
+    return {name: source[name] for name in names if source.get(name)}
 
 
 def default_config_path() -> str:
@@ -25,7 +38,7 @@ def default_config_path() -> str:
     return str(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml")
 
 
-def run_specs_from_events(extras: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def run_specs_from_events(extras: list[dict[str, Any]], stage: str | None = None) -> list[dict[str, Any]]:
     """One run spec per distinct (config, season) among upstream events; the latest event wins."""
     specs: dict[tuple[str, str], dict[str, Any]] = {}
     for extra in extras:
@@ -39,11 +52,12 @@ def run_specs_from_events(extras: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "skip_existing": bool(extra.get("skip_existing", False)),
             "upstream_run_id": extra.get("run_id"),
             "project": extra.get("project"),
+            "params": _stage_params(stage, dict(extra.get("params") or {})),
         }
     return list(specs.values())
 
 
-def run_spec_from_params(params: dict[str, Any]) -> dict[str, Any]:
+def run_spec_from_params(params: dict[str, Any], stage: str | None = None) -> dict[str, Any]:
     """The run spec of a hand-triggered run."""
     tiles = params.get("tiles") or []
     if isinstance(tiles, str):
@@ -55,10 +69,13 @@ def run_spec_from_params(params: dict[str, Any]) -> dict[str, Any]:
         "skip_existing": bool(params.get("skip_existing", False)),
         "upstream_run_id": params.get("upstream_run_id") or None,
         "project": None,
+        "params": _stage_params(stage, params),
     }
 
 
-def resolve_run_specs(params: dict[str, Any], event_extras: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def resolve_run_specs(
+    params: dict[str, Any], event_extras: list[dict[str, Any]], stage: str | None = None
+) -> list[dict[str, Any]]:
     """Run specs from asset events when the run was triggered by them, else from params."""
-    from_events = run_specs_from_events(event_extras)
-    return from_events or [run_spec_from_params(params)]
+    from_events = run_specs_from_events(event_extras, stage)
+    return from_events or [run_spec_from_params(params, stage)]

@@ -37,6 +37,8 @@ def batch_command(stage: str, item: dict[str, Any]) -> list[str]:
         cmd.append("--skip-existing")
     if item.get("upstream_run_id"):
         cmd += ["--upstream-run-id", str(item["upstream_run_id"])]
+    for name, value in sorted((item.get("params") or {}).items()):
+        cmd += ["--param", f"{name}={value}"]
     return cmd
 
 
