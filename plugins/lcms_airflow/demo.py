@@ -108,15 +108,19 @@ def main(argv: list[str] | None = None) -> int:
     report = json.loads((report_dir / "report.json").read_text())
     evaluation = report.get("evaluation") or {}
     metrics = report.get("metrics") or {}
-    summary = {
+    total = report.get("total") or {}
+    class_areas = {
+        row["name"]: round(float(row["area_km2"]), 3) for row in total.get("class_areas", []) if row.get("area_km2")
+    }
+    summary: dict[str, Any] = {
         "project": cfg.project,
         "seasons": seasons,
         "overall_accuracy": evaluation.get("overall_accuracy"),
         "change_precision": evaluation.get("change_precision"),
         "change_recall": evaluation.get("change_recall"),
         "test_overall_accuracy": metrics.get("overall_accuracy"),
-        "class_areas_km2": report.get("class_areas_km2"),
-        "n_changes": report.get("n_changes"),
+        "class_areas_km2": class_areas,
+        "n_changes": (total.get("changes") or {}).get("n_polygons"),
         "stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
         "wall_seconds": round(wall, 1),
         "report_html": str(report_dir / "report.html"),
