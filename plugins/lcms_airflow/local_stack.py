@@ -3,8 +3,9 @@
 Used by ``make demo`` and the end-to-end tests: the components run as separate
 processes against one metadata database (SQLite under ``AIRFLOW_HOME`` by
 default), exactly as ``airflow standalone`` would, but with ports, secrets and
-polling under our control. DAG runs are triggered and watched through the
-metadata database.
+polling under our control. DAG runs are triggered and watched through Airflow's
+REST API (``/api/v2``), authenticated as a user of the simple auth manager
+whose password is generated into ``AIRFLOW_HOME``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,16 +32,6 @@ log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
 TERMINAL_STATES = {"success", "failed"}
-
-
-def parse_cli_json(stdout: str) -> Any:
-    """The JSON document in an ``airflow ... --output json`` stdout (warnings may precede it)."""
-    lines = stdout.splitlines()
-    for i, line in enumerate(lines):
-        if line.startswith(("[", "{")):
-            with contextlib.suppress(json.JSONDecodeError):
-                return json.loads("\n".join(lines[i:]))
-    raise ValueError(f"no JSON in Airflow CLI output: {stdout[-500:]!r}")
 
 
 def free_port() -> int:
@@ -55,14 +49,19 @@ class LocalAirflow:
     parallelism: int = 2
     extra_env: dict[str, str] = field(default_factory=dict)
     port: int = 0
+    user: str = "lcms"
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _token: str | None = None
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         jwt_file = self.home / "jwt_secret"
+        passwords = self.home / "lcms_passwords.json"
+        self.home.mkdir(parents=True, exist_ok=True)
         if not jwt_file.exists():
-            self.home.mkdir(parents=True, exist_ok=True)
             jwt_file.write_text(secrets.token_hex(32))
+        if not passwords.exists():
+            passwords.write_text(json.dumps({self.user: secrets.token_urlsafe(16)}))
         env.update(
             {
                 "AIRFLOW_HOME": str(self.home),
@@ -76,6 +75,8 @@ class LocalAirflow:
                 "AIRFLOW__API__HOST": "127.0.0.1",
                 "AIRFLOW__API__PORT": str(self.port),
                 "AIRFLOW__API_AUTH__JWT_SECRET": jwt_file.read_text().strip(),
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.user}:admin",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
                 "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "600",
@@ -139,41 +140,63 @@ class LocalAirflow:
                 proc.wait(timeout=10)
         self.procs.clear()
 
+    # -- REST API ------------------------------------------------------------------------------------
+    def password(self) -> str:
+        return str(json.loads((self.home / "lcms_passwords.json").read_text())[self.user])
+
+    def _request(self, method: str, path: str, body: Any = None, *, auth: bool = True) -> Any:
+        url = f"http://127.0.0.1:{self.port}{path}"
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if auth:
+            if self._token is None:
+                self._token = str(
+                    self._request(
+                        "POST", "/auth/token", {"username": self.user, "password": self.password()}, auth=False
+                    )["access_token"]
+                )
+            headers["Authorization"] = f"Bearer {self._token}"
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(url, data=data, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as err:
+            detail = err.read().decode(errors="replace")[:1000]
+            raise RuntimeError(f"Airflow API {method} {path} -> HTTP {err.code}: {detail}") from err
+
     def wait_for_dags(self, dag_ids: list[str], timeout: float = 180.0) -> None:
         """Wait until the DAG processor has serialised ``dag_ids``."""
         deadline = time.monotonic() + timeout
         missing = set(dag_ids)
         while time.monotonic() < deadline:
             self._check_alive()
-            listed = self._airflow("dags", "list", "--output", "json", check=False)
-            if listed.returncode == 0:
-                with contextlib.suppress(ValueError):
-                    missing = set(dag_ids) - {d["dag_id"] for d in parse_cli_json(listed.stdout)}
-                    if not missing:
-                        return
-            time.sleep(2)
-        errors = self._airflow("dags", "list-import-errors", check=False).stdout
-        raise TimeoutError(f"DAGs not loaded within {timeout:.0f} s: {sorted(missing)}\n{errors}")
+            with contextlib.suppress(RuntimeError, OSError):
+                listed = self._request("GET", "/api/v2/dags?limit=1000")
+                missing = set(dag_ids) - {d["dag_id"] for d in listed["dags"]}
+                if not missing:
+                    return
+            time.sleep(1)
+        errors = ""
+        with contextlib.suppress(RuntimeError, OSError):
+            errors = json.dumps(self._request("GET", "/api/v2/importErrors"))
+        raise TimeoutError(f"DAGs not loaded within {timeout:.0f} s: {sorted(missing)} {errors}")
 
     def trigger(self, dag_id: str, conf: dict[str, Any]) -> str:
         """Trigger ``dag_id`` with ``conf``; return the run id."""
         run_id = f"manual__lcms_{int(time.time() * 1000)}"
-        self._airflow("dags", "trigger", dag_id, "--run-id", run_id, "--conf", json.dumps(conf))
+        self._request(
+            "POST", f"/api/v2/dags/{dag_id}/dagRuns", {"dag_run_id": run_id, "logical_date": None, "conf": conf}
+        )
         return run_id
 
     def runs(self, dag_id: str) -> list[dict[str, Any]]:
-        """The DAG's runs (run_id, state, conf), oldest first."""
-        proc = self._airflow("dags", "list-runs", dag_id, "--output", "json", check=False)
-        if proc.returncode != 0:
-            return []
-        try:
-            rows: list[dict[str, Any]] = parse_cli_json(proc.stdout)
-        except ValueError:
-            return []
-        return sorted(rows, key=lambda r: str(r.get("start_date") or r.get("logical_date") or ""))
+        """The DAG's runs (run_id, state, start_date, end_date, ...), oldest first."""
+        query = urllib.parse.urlencode({"limit": 1000, "order_by": "run_after"})
+        rows = self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns?{query}")["dag_runs"]
+        return [{**r, "run_id": r["dag_run_id"]} for r in rows]
 
     def wait_for_run(
-        self, dag_id: str, *, run_id: str | None = None, after: int = 0, timeout: float = 900.0, poll: float = 3.0
+        self, dag_id: str, *, run_id: str | None = None, after: int = 0, timeout: float = 900.0, poll: float = 1.0
     ) -> dict[str, Any]:
         """Wait for ``run_id`` (or the first run beyond the first ``after`` runs) to finish."""
         deadline = time.monotonic() + timeout
@@ -187,11 +210,9 @@ class LocalAirflow:
         raise TimeoutError(f"{dag_id} run {run_id or f'#{after + 1}'} did not finish within {timeout:.0f} s")
 
     def task_states(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        proc = self._airflow("tasks", "states-for-dag-run", dag_id, run_id, "--output", "json", check=False)
-        try:
-            rows: list[dict[str, Any]] = parse_cli_json(proc.stdout)
-        except ValueError:
-            return []
+        """Task instances of a run: task_id, map_index (-1 if not mapped), state, try_number."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances?limit=1000"
+        rows: list[dict[str, Any]] = self._request("GET", path)["task_instances"]
         return rows
 
 

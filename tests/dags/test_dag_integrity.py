@@ -77,6 +77,7 @@ def test_dag_files_are_cheap_to_parse() -> None:
 def test_ecs_runner_maps_lcms_commands(monkeypatch: pytest.MonkeyPatch) -> None:
     """With LCMS_TILE_RUNNER=ecs the batches run as ECS tasks calling the same `lcms run` entry point."""
     from airflow.providers.amazon.aws.operators.ecs import EcsRunTaskOperator
+
     from lcms_airflow.factory import build_stage_dag
 
     monkeypatch.setenv("LCMS_TILE_RUNNER", "ecs")

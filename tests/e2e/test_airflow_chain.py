@@ -1,8 +1,8 @@
 """End to end through a real Airflow: API server, scheduler (LocalExecutor), DAG processor, SQLite.
 
-One trigger of ``lcms_download`` for a 2 x 2-tile project must produce the downloads, publish the
-download asset, and thereby start ``lcms_features`` for the same config and season, which records
-which download run it follows.
+For a 2 x 2-tile project whose first season was processed from the CLI, one trigger of
+``lcms_download`` for the second season must run every stage, each DAG started by the previous
+stage's asset, and end in a report and change polygons that agree with the synthetic truth.
 """
 
 from __future__ import annotations
@@ -11,69 +11,96 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import geopandas as gpd
 import numpy as np
 import pytest
-from lcms_airflow.local_stack import LocalAirflow
+import yaml
 
-from lcms_tasks import eopatch
+from lcms_airflow.local_stack import LocalAirflow
+from lcms_tasks import eopatch, runner
 from lcms_tasks.config import load_config
 from lcms_tasks.context import RunContext
 from lcms_tasks.grid import project_tiles
+from lcms_tasks.stages import STAGES
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAirflow]:
-    home = tmp_path_factory.mktemp("airflow-home")
-    # Only the stages this test exercises, so the scheduler does not chase the whole chain.
-    dags = tmp_path_factory.mktemp("dags")
-    for stage in ("download", "features"):
-        src = Path(__file__).resolve().parents[2] / "dags" / f"lcms_{stage}.py"
-        (dags / src.name).write_text(src.read_text())
-    stack = LocalAirflow(home=home, dags_folder=dags, extra_env={"LCMS_RETRY_DELAY_SECONDS": "2"})
+    stack = LocalAirflow(home=tmp_path_factory.mktemp("airflow-home"), extra_env={"LCMS_RETRY_DELAY_SECONDS": "2"})
     try:
         stack.start()
-        stack.wait_for_dags(["lcms_download", "lcms_features"])
+        stack.wait_for_dags([f"lcms_{s.name}" for s in STAGES])
         yield stack
     finally:
         stack.stop()
 
 
-def test_download_then_features_through_assets(airflow_stack: LocalAirflow, config_path: Path) -> None:
-    run_id = airflow_stack.trigger("lcms_download", {"config": str(config_path), "season": "2023"})
-    download = airflow_stack.wait_for_run("lcms_download", run_id=run_id, timeout=600)
-    assert download["state"] == "success", airflow_stack.task_states("lcms_download", run_id)
-    states = airflow_stack.task_states("lcms_download", run_id)
-    assert sorted(s["map_index"] for s in states if s["task_id"] == "run_batch") == ["0", "1"]  # 4 tiles, batches of 2
+@pytest.fixture
+def chain_config(config_path: Path) -> Path:
+    cfg = yaml.safe_load(config_path.read_text())
+    # 4 small tiles hold few pixels of the rarest classes: drop those rather than fail training.
+    cfg["stages"] = {"training": {"drop_rare_classes": True, "min_samples_per_class": 10}}
+    config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return config_path
 
-    features = airflow_stack.wait_for_run("lcms_features", after=0, timeout=600)
-    assert features["state"] == "success", airflow_stack.task_states("lcms_features", features["run_id"])
-    assert features["run_id"].startswith("asset_triggered__")
 
-    cfg = load_config(config_path)
-    ctx = RunContext.create(cfg, season="2023")
+def test_whole_chain_through_assets(airflow_stack: LocalAirflow, chain_config: Path) -> None:
+    cfg = load_config(chain_config)
     tiles = project_tiles(cfg)
-    assert len(tiles) == 4
+    first = RunContext.create(cfg, season="2023", run_id="cli-2023")
+    for info in STAGES[:-2]:  # the first season up to post-processing, from the CLI entry point
+        if info.mapped:
+            runner.run_tiles(info.name, tiles, first)
+        else:
+            runner.run_stage(info.name, first)
+
+    seen = {f"lcms_{s.name}": len(airflow_stack.runs(f"lcms_{s.name}")) for s in STAGES}
+    run_id = airflow_stack.trigger("lcms_download", {"config": str(chain_config), "season": "2024"})
+    runs: dict[str, dict] = {}
+    for info in STAGES:
+        dag_id = f"lcms_{info.name}"
+        run = (
+            airflow_stack.wait_for_run(dag_id, run_id=run_id, timeout=600)
+            if info.name == "download"
+            else airflow_stack.wait_for_run(dag_id, after=seen[dag_id], timeout=600)
+        )
+        assert run["state"] == "success", (dag_id, airflow_stack.task_states(dag_id, run["run_id"]))
+        if info.name != "download":
+            assert run["run_id"].startswith("asset_triggered__")
+        runs[info.name] = run
+    download_states = airflow_stack.task_states("lcms_download", run_id)
+    assert sorted(s["map_index"] for s in download_states if s["task_id"] == "run_batch") == [0, 1]
+
+    ctx = RunContext.create(cfg, season="2024")
     for tile in tiles:
-        dl, dl_meta = eopatch.load(ctx.storage, ctx.tile_uri("download", tile.id))
-        assert dl_meta["run_id"] == run_id
-        assert dl.data["BANDS"].dtype == np.uint16 and dl.data["BANDS"].shape[1:] == (64, 64, 13)
-        assert dl.mask["IS_VALID"].dtype == bool
         ft, ft_meta = eopatch.load(ctx.storage, ctx.tile_uri("features", tile.id))
-        # The features run knows which download run it follows.
-        assert ft_meta["run_id"] == features["run_id"]
+        # Each stage knows which upstream run it follows.
+        assert ft_meta["run_id"] == runs["features"]["run_id"]
         assert ft_meta["upstream_run_id"] == run_id
         feats = ft.data["FEATURES"]
         assert feats.shape[1:] == (64, 64, 6) and feats.dtype == np.float32
-        no_data = ft.mask_timeless["NO_DATA"][..., 0]
-        assert not np.isnan(feats[:, ~no_data]).any()
-        assert np.nanmin(feats[..., 0]) >= -1 and np.nanmax(feats[..., 0]) <= 1
+        assert not np.isnan(feats[:, ~ft.mask_timeless["NO_DATA"][..., 0]]).any()
+        pred_meta = ctx.storage.read_marker(ctx.tile_uri("prediction", tile.id))
+        assert pred_meta["upstream_run_id"] == runs["training"]["run_id"]
 
-    runs_dir = ctx.storage.local_path(ctx.run_uri("features", "runs"))
-    summary = json.loads((runs_dir / f"{_safe(features['run_id'])}.json").read_text())
-    assert summary["tiles_complete"] == 4 and summary["upstream_run_id"] == run_id
+    report_dir = ctx.storage.local_path(ctx.run_uri("reporting", "report"))
+    report = json.loads((report_dir / "report.json").read_text())
+    assert (report_dir / "report.html").is_file()
+    assert report["run"]["season"] == "2024"
+    total_km2 = sum(row["area_km2"] for row in report["total"]["class_areas"])
+    assert total_km2 == pytest.approx(4 * 1.28 * 1.28, rel=1e-6)  # four 1.28 km tiles
+    ev = report["evaluation"]
+    assert ev["overall_accuracy"] > 0.8
+    assert ev["change_recall"] > 0.5 and ev["change_precision"] > 0.5
 
-
-def _safe(run_id: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in run_id)
+    changes = [
+        gpd.read_file(ctx.storage.local_path(ctx.tile_uri("change_detection", t.id)) / "changes.gpkg") for t in tiles
+    ]
+    polygons = [row for frame in changes for _, row in frame.iterrows()]
+    assert polygons, "the second season has true changes; some must be detected"
+    for row in polygons:
+        assert row["from_class"] != row["to_class"]
+        assert row["season_before"] == "2023" and row["season_after"] == "2024"
+        assert row["area_m2"] >= 5000 and 0 <= row["confidence"] <= 1
