@@ -173,9 +173,7 @@ class StagesConfig(StrictModel):
     training: _training.Options = Field(default_factory=_training.Options)
     prediction: _prediction.Options = Field(default_factory=_prediction.Options)
     postprocessing: _postprocessing.Options = Field(default_factory=_postprocessing.Options)
-    change_detection: _change_detection.Options = Field(
-        default_factory=_change_detection.Options
-    )
+    change_detection: _change_detection.Options = Field(default_factory=_change_detection.Options)
     reporting: _reporting.Options = Field(default_factory=_reporting.Options)
 
 
