@@ -17,13 +17,19 @@ export AIRFLOW__CORE__EXECUTOR ?= LocalExecutor
 export UV_PYTHON_DOWNLOADS := never
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: help setup install airflow-init lock lint typecheck test test-unit test-dags demo airflow clean
+.PHONY: help setup system-deps install airflow-init lock lint typecheck test test-unit test-dags demo airflow clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
-setup: install airflow-init ## install everything into .venv from the lock file and initialise Airflow's database
+setup: system-deps install airflow-init ## install everything (system packages, .venv from the lock) and initialise Airflow
 	@echo "setup done: $(VENV) ($$($(PY) --version)), Airflow $$(airflow version 2>/dev/null) at $(AIRFLOW_HOME)"
+
+system-deps: ## Debian packages: headless Chromium (renders the HTML reports in tests)
+	@if ! command -v chromium >/dev/null; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+		else echo "warning: chromium missing and apt-get unavailable (not root?): browser checks will be skipped"; fi; fi
 
 install: ## install Python $(PYTHON_VERSION) packages into .venv exactly as uv.lock pins them (the Docker image runs this too)
 	@command -v python$(PYTHON_VERSION) >/dev/null || { echo "python$(PYTHON_VERSION) is required"; exit 1; }

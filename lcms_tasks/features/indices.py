@@ -14,9 +14,12 @@ features of :data:`FEATURE_NAMES`:
       70(5), 687-692.
 
   Those coefficients are defined on all 13 MSI bands (B01..B12 with B8A and
-  B10) in top-of-atmosphere (L1C) reflectance 0..1, so all 13 bands are
-  required. On L2A surface reflectance they are an approximation (still a
-  useful, consistent feature for classification).
+  B10) in top-of-atmosphere (L1C) reflectance 0..1. On L2A surface reflectance
+  they are an approximation (still a useful, consistent feature for
+  classification). L2A products have no B10 (cirrus, used only for the
+  atmospheric correction): when it is absent its term is left out — its
+  coefficients are below 0.001 and cirrus reflectance below ~0.05, so the
+  components change by less than 1e-4.
 
 Invalid inputs propagate: a NaN in a band used by a feature makes that feature
 NaN. A normalized difference is also NaN where its denominator is 0 (e.g. both
@@ -67,6 +70,9 @@ _TC_TABLE: tuple[tuple[str, float, float, float], ...] = (
     ("B12", 0.1366, -0.4064, -0.5602),
 )
 # fmt: on
+
+#: Tasselled-cap bands that may be absent (L2A has no B10); see the module docstring.
+_OPTIONAL_TC_BANDS = frozenset({"B10"})
 
 #: Bands of the tasselled cap, in the column order of :data:`_TC_COEFFICIENTS`.
 _TC_BANDS: tuple[str, ...] = tuple(row[0] for row in _TC_TABLE)
@@ -170,7 +176,8 @@ def compute_indices(reflectance: np.ndarray, band_names: Sequence[str], out: np.
             f"reflectance last axis ({reflectance.shape[-1:] or 'scalar'}) must match the {len(band_names)} band_names"
         )
     nd_positions = [tuple(_band_positions(band_names, pair)) for pair in _NORMALIZED_DIFFERENCES]
-    tc_positions = _band_positions(band_names, _TC_BANDS)
+    tc_rows = [i for i, b in enumerate(_TC_BANDS) if b in band_names or b not in _OPTIONAL_TC_BANDS]
+    tc_positions = _band_positions(band_names, [_TC_BANDS[i] for i in tc_rows])
 
     out_shape = (*reflectance.shape[:-1], len(FEATURE_NAMES))
     if out is None:
@@ -188,7 +195,7 @@ def compute_indices(reflectance: np.ndarray, band_names: Sequence[str], out: np.
     tc_slots = [slot[i] for i in tc_positions]
     # Coefficient matrix laid out for the block buffer's band order: (3, n_used).
     coefficients = np.zeros((3, len(used)), dtype=np.float32)
-    coefficients[:, tc_slots] = _TC_COEFFICIENTS
+    coefficients[:, tc_slots] = _TC_COEFFICIENTS[:, tc_rows]
     used_index = np.asarray(used)
     gather_all = used == list(range(reflectance.shape[-1]))
 

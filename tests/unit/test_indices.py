@@ -123,7 +123,7 @@ def test_single_pixel_and_empty() -> None:
     assert compute_indices(np.zeros((0, 5, 13), np.float32), S2_BANDS).shape == (0, 5, 6)
 
 
-@pytest.mark.parametrize("missing", ["B11", "B04", "B10"])
+@pytest.mark.parametrize("missing", ["B11", "B04", "B12"])
 def test_missing_band_is_named(missing: str) -> None:
     names = [b for b in S2_BANDS if b != missing]
     with pytest.raises(ValueError, match=missing):
@@ -135,3 +135,19 @@ def test_shape_mismatches_raise() -> None:
         compute_indices(np.zeros((2, 12), np.float32), S2_BANDS)
     with pytest.raises(ValueError, match="out"):
         compute_indices(np.zeros((2, 13), np.float32), S2_BANDS, out=np.zeros((2, 5), np.float32))
+
+
+def test_tasselled_cap_without_b10_for_l2a() -> None:
+    """L2A has no B10: leaving it out changes the tasselled cap by less than 1e-4 (cirrus reflectance <= 0.05)."""
+    from lcms_tasks.bands import S2_BANDS
+    from lcms_tasks.features.indices import compute_indices
+
+    rng = np.random.default_rng(3)
+    refl = rng.uniform(0.0, 0.6, size=(50, len(S2_BANDS))).astype(np.float32)
+    refl[:, S2_BANDS.index("B10")] = rng.uniform(0.0, 0.05, size=50)
+    with_b10 = compute_indices(refl, S2_BANDS)
+    l2a_bands = [b for b in S2_BANDS if b != "B10"]
+    without = compute_indices(np.delete(refl, S2_BANDS.index("B10"), axis=1), l2a_bands)
+    np.testing.assert_array_equal(with_b10[:, :3], without[:, :3])
+    assert np.abs(with_b10[:, 3:] - without[:, 3:]).max() < 1e-4
+    assert np.abs(with_b10[:, 3:] - without[:, 3:]).max() > 0  # B10 does contribute when present
