@@ -82,7 +82,9 @@ def build_stage_dag(stage: str) -> DAG:
         dag_id=f"lcms_{stage}",
         description=info.summary,
         doc_md=_doc(info),
-        schedule=[stage_asset(info.upstream)] if info.upstream else None,
+        # The first stage runs by hand, or on LCMS_DOWNLOAD_SCHEDULE (a cron expression or preset such as
+        # "@yearly" for yearly crop runs; backfills of past seasons: `airflow backfill create`).
+        schedule=[stage_asset(info.upstream)] if info.upstream else (os.environ.get("LCMS_DOWNLOAD_SCHEDULE") or None),
         start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
         catchup=False,
         params=_params(stage),
@@ -102,8 +104,16 @@ def build_stage_dag(stage: str) -> DAG:
 
             context = get_current_context()
             specs = runs.resolve_run_specs(dict(context["params"]), _event_extras(context, info.upstream), stage=stage)
+            # Scheduled and backfill runs carry a data interval: they process the season ended by then.
+            interval_end = context.get("data_interval_end")
+            run_type = context["dag_run"].run_type
+            scheduled = str(getattr(run_type, "value", run_type)) in {"scheduled", "backfill"}
             for spec in specs:
                 cfg = load_config(spec["config"])
+                if not spec["season"] and scheduled and interval_end is not None:
+                    spec["season"] = runs.season_for_date(
+                        {k: (v.start, v.end) for k, v in cfg.seasons.items()}, interval_end.date()
+                    )
                 spec["season"] = spec["season"] or cfg.default_season()
                 cfg.season(spec["season"])
                 spec["project"] = cfg.project

@@ -9,6 +9,7 @@ features run knows exactly which download run it follows.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 from typing import Any
@@ -79,3 +80,16 @@ def resolve_run_specs(
     """Run specs from asset events when the run was triggered by them, else from params."""
     from_events = run_specs_from_events(event_extras, stage)
     return from_events or [run_spec_from_params(params, stage)]
+
+
+def season_for_date(seasons: dict[str, tuple[dt.date, dt.date]], when: dt.date) -> str:
+    """The season a scheduled or backfill run at ``when`` processes: the latest one ended by then.
+
+    A yearly schedule running early in year N+1 (or a backfill run dated then) thus processes the
+    season of year N, whose imagery is complete.
+    """
+    ended = [(end, sid) for sid, (_, end) in seasons.items() if end < when]
+    if not ended:
+        first = min(start for start, _ in seasons.values())
+        raise ValueError(f"no season of the config has ended by {when} (the first starts {first})")
+    return max(ended)[1]

@@ -65,3 +65,29 @@ def test_batch_command() -> None:
         "--upstream-run-id",
         "u1",
     ]
+
+
+def test_season_for_scheduled_runs() -> None:
+    import datetime as dt
+
+    import pytest
+
+    from lcms_airflow.runs import season_for_date
+
+    seasons = {
+        "2023": (dt.date(2023, 3, 1), dt.date(2023, 10, 31)),
+        "2024": (dt.date(2024, 3, 1), dt.date(2024, 10, 31)),
+    }
+    assert season_for_date(seasons, dt.date(2025, 1, 1)) == "2024"  # yearly run early in 2025
+    assert season_for_date(seasons, dt.date(2024, 6, 1)) == "2023"  # mid-2024: 2024 not complete yet
+    with pytest.raises(ValueError, match="no season of the config has ended by 2023-05-01"):
+        season_for_date(seasons, dt.date(2023, 5, 1))
+
+
+def test_download_schedule_from_environment(monkeypatch) -> None:
+    from lcms_airflow.factory import build_stage_dag
+
+    monkeypatch.setenv("LCMS_DOWNLOAD_SCHEDULE", "@yearly")
+    dag = build_stage_dag("download")
+    assert type(dag.timetable).__name__ != "NullTimetable"
+    assert type(build_stage_dag("features").timetable).__name__ == "AssetTriggeredTimetable"
