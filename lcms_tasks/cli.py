@@ -106,6 +106,122 @@ def _cmd_stages(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reference_legend(args: argparse.Namespace) -> tuple[Any, list[Any] | None]:
+    """(config or None, legend or None) of ``--config``/``--legend``."""
+    if not args.config:
+        if args.legend:
+            raise ValueError("--legend needs --config (the project whose legend it names)")
+        return None, None
+    from lcms_tasks.config import load_config
+
+    cfg = load_config(args.config, check_files=False)
+    return cfg, cfg.legend(args.legend)
+
+
+def _cmd_reference_ingest(args: argparse.Namespace) -> int:
+    from lcms_tasks.reference.crosswalk import read_crosswalk
+    from lcms_tasks.reference.ingest import IngestOptions, ingest_file, write_outputs
+
+    cfg, legend = _reference_legend(args)
+    crosswalk = read_crosswalk(args.crosswalk)
+    legend_name = args.legend or (cfg.classification.legend if cfg is not None else "legend")
+    crosswalk.resolve(legend, legend_name=legend_name)
+    if legend is None:
+        log.warning("no --config: crosswalk classes are not checked against a legend (names get ids 1, 2, ...)")
+    source = Path(args.source)
+    source_type = args.source_type or ("osm" if source.name.lower().endswith((".pbf", ".osm")) else "manual")
+    options = IngestOptions(
+        code_columns=tuple(c.strip() for c in args.code_column.split(",") if c.strip()),
+        source_type=source_type,
+        source_file=str(source),
+        year=args.year,
+        date_column=args.date_column,
+        min_area_m2=args.min_area_m2,
+        priority=args.priority,
+    )
+    result = ingest_file(source, crosswalk, options, layer=args.layer, to_crs=args.to_crs)
+    result.report["legend"] = legend_name if legend is not None else None
+    write_outputs(result.frame, Path(args.out), result.report, Path(args.report))
+    r = result.report
+    print(json.dumps({"out": args.out, "read": r["read"], "kept": r["kept"], "dropped": r["dropped"]}))
+    return 0
+
+
+def _cmd_reference_fuse(args: argparse.Namespace) -> int:
+    from lcms_tasks.reference.ingest import fuse_frames, read_ingested, write_outputs
+
+    inputs = [(name, read_ingested(Path(name))) for name in args.inputs]
+    result = fuse_frames(inputs, to_crs=args.to_crs)
+    write_outputs(result.frame, Path(args.out), result.report, Path(args.report))
+    r = result.report
+    print(json.dumps({"out": args.out, "read": r["read"], "kept": r["kept"], "dropped": r["dropped"]}))
+    return 0
+
+
+def _cmd_reference_quality(args: argparse.Namespace) -> int:
+    from lcms_tasks.config import load_config
+    from lcms_tasks.reference.quality import write_quality
+
+    cfg = load_config(args.config)
+    report = write_quality(
+        Path(args.ref),
+        cfg,
+        Path(args.out_dir),
+        legend_name=args.legend,
+        previous_map=Path(args.previous_map) if args.previous_map else None,
+        under_ratio=args.under_ratio,
+    )
+    spread = report["spread"]
+    print(
+        json.dumps(
+            {
+                "out_dir": args.out_dir,
+                "n_polygons": report["n_polygons"],
+                "tiles_with_reference": spread["tiles_with_reference"],
+                "n_tiles": spread["n_tiles"],
+                "under_represented": report.get("under_represented", []),
+            }
+        )
+    )
+    return 0
+
+
+def _add_reference_parser(sub: Any) -> None:
+    """The ``lcms reference`` subcommands: ingest, fuse, quality."""
+    ref = sub.add_parser("reference", help="ingest, fuse and assess reference data (LPIS, cadastre, OSM, labels)")
+    ref_sub = ref.add_subparsers(dest="action", required=True)
+    p = ref_sub.add_parser("ingest", help="crosswalk and clean one vector source into a reference GeoPackage")
+    p.add_argument("source", help="vector file (GeoPackage, Shapefile, .zip, GeoJSON, GeoParquet, .osm.pbf)")
+    p.add_argument("--crosswalk", required=True, help="CSV (code,class[,year][,source]) or YAML {code: class}")
+    p.add_argument("--code-column", required=True, help="column of the class code (comma-separated: first non-null)")
+    p.add_argument("--year", type=int, help="keep records of this year (with --date-column) / label records with it")
+    p.add_argument("--date-column", help="column of dates/years/ranges (a range serves its last year)")
+    p.add_argument("--config", help="project config: crosswalk classes are checked against its legend")
+    p.add_argument("--legend", choices=["land_cover", "crop_type"], help="legend of --config (default: its own)")
+    p.add_argument("--layer", help="layer of a multi-layer source")
+    p.add_argument("--source-type", choices=["lpis", "cadastre", "osm", "manual", "confirmed_changes"])
+    p.add_argument("--min-area-m2", type=float, default=0.0, help="drop polygons smaller than this (sliver)")
+    p.add_argument("--priority", type=int, help="fusion priority (default by source type)")
+    p.add_argument("--to-crs", help="output CRS (default: the source's)")
+    p.add_argument("--out", required=True, help="output GeoPackage")
+    p.add_argument("--report", required=True, help="output JSON report")
+    p.set_defaults(func=_cmd_reference_ingest)
+    p = ref_sub.add_parser("fuse", help="merge ingested reference files by priority")
+    p.add_argument("out", help="output GeoPackage")
+    p.add_argument("inputs", nargs="+", help="ingested GeoPackages")
+    p.add_argument("--report", required=True, help="output JSON report")
+    p.add_argument("--to-crs", help="output CRS (default: the first input's)")
+    p.set_defaults(func=_cmd_reference_fuse)
+    p = ref_sub.add_parser("quality", help="quality report (JSON, HTML, plots) of a reference file for a project")
+    p.add_argument("ref", help="ingested (or fused) reference GeoPackage")
+    p.add_argument("--config", required=True, help="project config (grid, AOI regions, legend)")
+    p.add_argument("--out-dir", required=True, help="folder for quality.json, quality.html and the PNGs")
+    p.add_argument("--legend", choices=["land_cover", "crop_type"], help="legend (default: the classifier's)")
+    p.add_argument("--previous-map", help="a reporting report.json or a class raster, for class representation")
+    p.add_argument("--under-ratio", type=float, default=0.5, help="under-represented: ref share < ratio x map share")
+    p.set_defaults(func=_cmd_reference_quality)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lcms", description="LCMS - Land Cover Monitoring System")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -149,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stages", help="list the pipeline stages")
     p.set_defaults(func=_cmd_stages)
+
+    _add_reference_parser(sub)
     return parser
 
 

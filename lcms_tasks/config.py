@@ -13,13 +13,15 @@ import datetime as dt
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from lcms_tasks.errors import ConfigError
 from lcms_tasks.schema import StrictModel
+from lcms_tasks.sources.import_source import ImportSourceConfig
+from lcms_tasks.sources.sentinelhub_source import SentinelHubSourceConfig
 from lcms_tasks.stages import add_reference as _add_reference
 from lcms_tasks.stages import change_detection as _change_detection
 from lcms_tasks.stages import download as _download
@@ -143,8 +145,9 @@ class SyntheticSourceConfig(StrictModel):
     )
 
 
-# More source types (Sentinel Hub, import) join this as a tagged union on `type`.
-SourceConfig = SyntheticSourceConfig
+SourceConfig = Annotated[
+    SyntheticSourceConfig | SentinelHubSourceConfig | ImportSourceConfig, Field(discriminator="type")
+]
 
 
 class StorageConfig(StrictModel):

@@ -58,4 +58,12 @@ def get_source(config: ProjectConfig) -> ImagerySource:
         from lcms_tasks.sources.synthetic_source import SyntheticSource
 
         return SyntheticSource(config)
+    if kind == "sentinelhub":
+        from lcms_tasks.sources.sentinelhub_source import SentinelHubSource
+
+        return SentinelHubSource(config)
+    if kind == "import":
+        from lcms_tasks.sources.import_source import ImportSource
+
+        return ImportSource(config)
     raise ValueError(f"unknown source type {kind!r}")  # pragma: no cover - the config schema prevents it

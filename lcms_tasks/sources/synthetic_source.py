@@ -53,7 +53,11 @@ class SyntheticSource:
     """Deterministic synthetic Sentinel-2 L2A-like imagery for a project."""
 
     def __init__(self, config: ProjectConfig) -> None:
+        from lcms_tasks.config import SyntheticSourceConfig
+
         src = config.source
+        if not isinstance(src, SyntheticSourceConfig):
+            raise TypeError(f"SyntheticSource needs a synthetic source config, got {src.type!r}")
         self.config = config
         self.params = gen.SyntheticParams(
             seed=src.seed,

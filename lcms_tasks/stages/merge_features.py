@@ -52,6 +52,13 @@ class Options(StrictModel):
     group_by: Literal["tile_block", "polygon", "auto"] = Field(
         "auto", description="Spatial group of the split: tile blocks, reference polygons, or 'auto'."
     )
+    link_max_blocks: int = Field(
+        4,
+        ge=1,
+        description="group_by 'tile_block': a polygon spanning at most this many blocks joins them into one group "
+        "(a field stays on one side); larger polygons (a forest across the whole area) are cut at block edges "
+        "instead, or they would merge every block into one group.",
+    )
     seed: int = Field(42, description="Seed of the group shuffling.")
     allow_missing_tiles: bool = Field(
         False, description="Skip tiles without a complete sampling output (listed in the metadata) instead of failing."
@@ -79,11 +86,12 @@ def tile_blocks(tile_ids: Sequence[str], block_tiles: int) -> np.ndarray:
     return out
 
 
-def link_groups(base_group: np.ndarray, polygon_id: np.ndarray) -> np.ndarray:
+def link_groups(base_group: np.ndarray, polygon_id: np.ndarray, max_span: int | None = None) -> np.ndarray:
     """Groups of samples: ``base_group`` ids merged wherever they share a polygon (0 = no polygon).
 
     Connected components of the graph joining each sample's base group with its polygon,
-    returned as 0..n-1 per sample.
+    returned as 0..n-1 per sample. Polygons found in more than ``max_span`` base groups do not
+    link them (they are cut at group edges).
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -93,6 +101,11 @@ def link_groups(base_group: np.ndarray, polygon_id: np.ndarray) -> np.ndarray:
         return np.zeros(0, np.int64)
     _, g = np.unique(base_group, return_inverse=True)
     has_poly = polygon_id != 0
+    if max_span is not None and has_poly.any():
+        pairs = np.unique(np.stack([polygon_id[has_poly], g[has_poly]]), axis=1)
+        polys, span = np.unique(pairs[0], return_counts=True)
+        too_wide = polys[span > max_span]
+        has_poly &= ~np.isin(polygon_id, too_wide)
     _, p = np.unique(polygon_id[has_poly], return_inverse=True)
     n_g = int(g.max()) + 1
     n_nodes = n_g + (int(p.max()) + 1 if p.size else 0)
@@ -112,7 +125,7 @@ def choose_grouping(
     if mode == "auto":
         mode = "tile_block" if np.unique(blocks).size >= options.min_blocks else "polygon"
     if mode == "tile_block":
-        return link_groups(blocks, polygon_id), "tile_block"
+        return link_groups(blocks, polygon_id, options.link_max_blocks), "tile_block"
     # Polygon groups; a sample without a polygon (should not happen) is grouped with its tile.
     base = np.where(polygon_id != 0, polygon_id, -(tile_idx.astype(np.int64) + 1))
     _, groups = np.unique(base, return_inverse=True)

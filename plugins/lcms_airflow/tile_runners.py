@@ -43,7 +43,10 @@ def batch_command(stage: str, item: dict[str, Any]) -> list[str]:
 
 
 def _context(item: dict[str, Any]) -> Any:
+    from lcms_airflow.credentials import install
     from lcms_tasks.config import load_config
+
+    install()  # sources read credentials (e.g. Sentinel Hub) from Airflow connections inside tasks
     from lcms_tasks.context import RunContext
 
     return RunContext.create(

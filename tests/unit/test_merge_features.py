@@ -191,3 +191,17 @@ def test_missing_sampling_output_is_an_error_unless_allowed(chain: dict[str, Any
     ctx = RunContext.create(load_config(folder / "project.yaml"), season="2024", run_id="empty")
     with pytest.raises(StageError, match="no complete sampling output for 4 tile"):
         runner.run_stage("merge_features", ctx)
+
+
+def test_landscape_scale_polygons_do_not_merge_all_blocks() -> None:
+    """A field spanning two blocks links them; a forest spanning every block is cut at block edges instead."""
+    from lcms_tasks.stages.merge_features import link_groups
+
+    blocks = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    forest = 99
+    polygons = np.array([forest, 7, forest, 7, forest, 5, forest, 6])  # field 7 spans blocks 0 and 1
+    unlimited = link_groups(blocks, polygons)
+    assert np.unique(unlimited).size == 1  # the forest merges everything
+    limited = link_groups(blocks, polygons, max_span=2)
+    assert limited[0] == limited[2]  # blocks 0 and 1 stay together (field 7)
+    assert np.unique(limited).size == 3  # blocks 2 and 3 on their own

@@ -1,0 +1,1 @@
+"""Fake remote services (real HTTP servers on loopback) for tests."""
