@@ -17,7 +17,7 @@ export AIRFLOW__CORE__EXECUTOR ?= LocalExecutor
 export UV_PYTHON_DOWNLOADS := never
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: help setup system-deps install airflow-init lock lint typecheck test test-unit test-dags demo airflow clean
+.PHONY: help setup system-deps install airflow-init lock lint typecheck test test-unit test-dags demo airflow clean bench bench-quick
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -68,3 +68,7 @@ airflow: ## start the Airflow UI/API server, scheduler and DAG processor on the 
 
 clean: ## remove local data, Airflow state and caches (not .venv)
 	rm -rf lcms-data .airflow .pytest_cache .mypy_cache .ruff_cache .hypothesis
+bench: ## per-stage speed and memory vs eo-learn's stock tasks on a 500 px, ~70-date tile (+ scaling 250/500/1000 px)
+	$(PY) -m bench.run --size 500 --scaling 250,500,1000 --out bench-results
+bench-quick: ## the same measurements on a small tile (< 1 minute)
+	$(PY) -m bench.run --quick --out bench-results

@@ -84,7 +84,8 @@ def config_dict(size_px: int, season: SeasonPlan, seed: int) -> dict[str, Any]:
             },
             "sampling": {"seed": seed},
             "merge_features": {"seed": seed},
-            "training": {"seed": seed},
+            # Small tiles may hold a class with only a few samples: dropped (recorded) rather than failing.
+            "training": {"seed": seed, "drop_rare_classes": True},
             # The before season is mapped with the after season's model (only its change map is needed).
             "prediction": {"model_season": AFTER},
         },

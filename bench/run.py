@@ -328,7 +328,9 @@ def _raw_input_bytes(config: Path) -> tuple[int, dict[str, Any]]:
     tile = project_tiles(ctx.config)[0]
     names = ["data/BANDS", "data/CLP", "mask/IS_DATA", "mask/CLM"]
     patch, meta = eopatch.load(ctx.storage, ctx.tile_uri("download", tile.id), features=names)
-    arrays = {n: patch[tuple(n.split("/"))] for n in names}
+    from eolearn.core import FeatureType
+
+    arrays = {n: np.asarray(patch[FeatureType(n.split("/")[0]), n.split("/")[1]]) for n in names}
     info = {n: {"shape": list(a.shape), "dtype": str(a.dtype), "bytes": int(a.nbytes)} for n, a in arrays.items()}
     return sum(int(a.nbytes) for a in arrays.values()), {"arrays": info, "n_dates": int(meta.get("n_dates", 0))}
 
@@ -359,11 +361,10 @@ def run_benchmark(opts: Options) -> tuple[dict[str, Any], bool]:
 
 
 def _run(opts: Options, work: Path, runner: JobRunner) -> tuple[dict[str, Any], bool]:
+    from bench import eolearn_ref
     from lcms_tasks import eopatch
     from lcms_tasks.grid import project_tiles
     from lcms_tasks.ml.model import LcmsModel
-
-    from bench import eolearn_ref
 
     eolearn_ref.check_available()
     config = write_project(work / f"tile{opts.size}", opts.size, opts.season, opts.seed)
@@ -406,7 +407,12 @@ def _run(opts: Options, work: Path, runner: JobRunner) -> tuple[dict[str, Any], 
     dataset_path = storage.local_path(ctx.run_uri("merge_features", "dataset")) / "dataset.npz"
     lgb_train = runner.measure(
         "training (LightGBM example)",
-        {"job": "lightgbm_train", "dataset": str(dataset_path), "model_out": str(ref_dir / "lgbm.pkl"), "seed": opts.seed},
+        {
+            "job": "lightgbm_train",
+            "dataset": str(dataset_path),
+            "model_out": str(ref_dir / "lgbm.pkl"),
+            "seed": opts.seed,
+        },
     )
     lgb_pred = runner.measure(
         "prediction (LightGBM example)",
@@ -625,10 +631,9 @@ def _report(
         if t["target"].startswith("prediction >= 5x") and not acc_ok:
             t["value"] = pred_speedup
 
+    import eolearn
     import lightgbm
     import xgboost
-
-    import eolearn
 
     return {
         "mode": "quick" if opts.quick else "full",
@@ -781,7 +786,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
     """Command-line options."""
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=None, help="tile side in pixels (default 500; --quick: 128)")
-    parser.add_argument("--scaling", default=None, help="comma-separated tile sides (default: none; --quick: 64,128,256)")
+    parser.add_argument(
+        "--scaling", default=None, help="comma-separated tile sides (default: none; --quick: 64,128,256)"
+    )
     parser.add_argument("--quick", action="store_true", help="small tile, ~30 dates (under a minute)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="output folder")
     parser.add_argument("--seed", type=int, default=7, help="seed of the synthetic data and every model")

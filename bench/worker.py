@@ -130,7 +130,13 @@ def _features_compute_ours(spec: dict[str, Any]) -> Job:
         np.multiply(bands, np.float32(1.0 / float(meta["quantification"])), out=reflectance, casting="unsafe")
         dates = [t.date() for t in src.timestamps or []]
         feats, _, target_dates, _ = compute_tile_features(
-            reflectance, src.mask["IS_VALID"][..., 0], dates, list(meta["band_names"]), season.start, season.end, options
+            reflectance,
+            src.mask["IS_VALID"][..., 0],
+            dates,
+            list(meta["band_names"]),
+            season.start,
+            season.end,
+            options,
         )
         return {"shape": list(feats.shape), "targets": len(target_dates)}
 
