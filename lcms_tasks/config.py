@@ -157,6 +157,10 @@ class StorageConfig(StrictModel):
         "lcms-data", description="file:// path, plain path (relative to the config file) or s3://bucket/prefix."
     )
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (for non-AWS servers).")
+    compress_arrays: bool = Field(
+        False,
+        description="gzip the arrays of tile EOPatches (smaller on S3, several times slower to write and read).",
+    )
 
 
 class ClassificationConfig(StrictModel):

@@ -39,7 +39,11 @@ class RunContext:
     ) -> RunContext:
         season_id = season or config.default_season()
         config.season(season_id)  # fail early, naming the known seasons
-        storage = Storage(config.storage_root, s3_endpoint_url=config.storage.s3_endpoint_url)
+        storage = Storage(
+            config.storage_root,
+            s3_endpoint_url=config.storage.s3_endpoint_url,
+            compress_arrays=config.storage.compress_arrays,
+        )
         return cls(
             config=config,
             season=season_id,

@@ -30,11 +30,30 @@ def new_patch(tile: Tile, dates: Sequence[dt.date | dt.datetime]) -> EOPatch:
 
 
 def save(storage: Storage, uri: str, patch: EOPatch, *, meta: dict[str, Any]) -> None:
-    """Save ``patch`` at ``uri`` atomically, with ``meta`` in the completion marker."""
-    from eolearn.core import OverwritePermission
+    """Save ``patch`` at ``uri`` atomically, with ``meta`` in the completion marker.
+
+    The layout is eo-learn's (``EOPatch.load`` reads it). Arrays are gzip-compressed, as eo-learn
+    does, only when ``storage.compress_arrays``; by default they are plain ``.npy`` files: gzip
+    costs more time than the whole computation of most stages, and eo-learn reads both.
+    """
+    import numpy as np
+    from eolearn.core import FeatureType, OverwritePermission
 
     with storage.writing_dir(uri, meta) as staging:
-        patch.save(str(staging), overwrite_permission=OverwritePermission.OVERWRITE_FEATURES)
+        if storage.compress_arrays:
+            patch.save(str(staging), overwrite_permission=OverwritePermission.OVERWRITE_FEATURES)
+            return
+        arrays = [(ftype, name) for ftype, name in patch.get_features() if ftype.is_array()]
+        others = [(ftype, name) for ftype, name in patch.get_features() if not ftype.is_array()]
+        # bbox, timestamps and vector features through eo-learn; arrays written directly.
+        patch.save(
+            str(staging), features=others, save_timestamps=patch.timestamps is not None,
+            overwrite_permission=OverwritePermission.OVERWRITE_FEATURES,
+        )
+        for ftype, name in arrays:
+            folder = staging / FeatureType(ftype).value
+            folder.mkdir(exist_ok=True)
+            np.save(folder / f"{name}.npy", patch[ftype, name], allow_pickle=False)
 
 
 def load(storage: Storage, uri: str, *, features: Sequence[str] | None = None) -> tuple[EOPatch, dict[str, Any]]:

@@ -56,12 +56,13 @@ def _check_part(part: str) -> str:
 class Storage:
     """Artefacts under one root URI (``file://`` or ``s3://``)."""
 
-    def __init__(self, root_uri: str, *, s3_endpoint_url: str | None = None) -> None:
+    def __init__(self, root_uri: str, *, s3_endpoint_url: str | None = None, compress_arrays: bool = False) -> None:
         parsed = urlparse(root_uri)
         if parsed.scheme not in {"file", "s3"}:
             raise StorageError(f"unsupported storage root {root_uri!r}: use file:///path or s3://bucket/prefix")
         self.scheme = parsed.scheme
         self.root = root_uri.rstrip("/")
+        self.compress_arrays = compress_arrays
         self._s3_endpoint_url = s3_endpoint_url or os.environ.get("LCMS_S3_ENDPOINT_URL") or None
         self._s3_client: Any = None
         if self.scheme == "s3":

@@ -19,8 +19,11 @@ from lcms_tasks.grid import Tile
 from lcms_tasks.storage import Storage
 
 
-def test_eopatch_with_vectors_roundtrips(tmp_path: Path) -> None:
-    store = Storage(f"file://{tmp_path}")
+@pytest.mark.parametrize("compress", [False, True])
+def test_eopatch_with_vectors_roundtrips(tmp_path: Path, compress: bool) -> None:
+    from eolearn.core import EOPatch
+
+    store = Storage(f"file://{tmp_path}", compress_arrays=compress)
     tile = Tile(32633, 5000, 500, 16, 10.0)
     dates = [dt.date(2023, 5, 1), dt.date(2023, 5, 6)]
     patch = eopatch.new_patch(tile, dates)
@@ -45,6 +48,11 @@ def test_eopatch_with_vectors_roundtrips(tmp_path: Path) -> None:
     assert vec.geometry.area.tolist() == pytest.approx([2500.0, 1600.0])
     only, _ = eopatch.load(store, uri, features=["mask_timeless/LABELS"])
     assert "BANDS" not in only.data and only.mask_timeless["LABELS"].sum() == 256
+    suffix = ".npy.gz" if compress else ".npy"
+    assert (store.local_path(uri) / "data" / f"BANDS{suffix}").is_file()
+    # The layout stays eo-learn's own: EOPatch.load reads it directly.
+    plain = EOPatch.load(str(store.local_path(uri)))
+    np.testing.assert_array_equal(plain.data["BANDS"], patch.data["BANDS"])
 
 
 def test_loading_an_incomplete_patch_fails(tmp_path: Path) -> None:
