@@ -47,7 +47,9 @@ def save(storage: Storage, uri: str, patch: EOPatch, *, meta: dict[str, Any]) ->
         others = [(ftype, name) for ftype, name in patch.get_features() if not ftype.is_array()]
         # bbox, timestamps and vector features through eo-learn; arrays written directly.
         patch.save(
-            str(staging), features=others, save_timestamps=patch.timestamps is not None,
+            str(staging),
+            features=others,
+            save_timestamps=patch.timestamps is not None,
             overwrite_permission=OverwritePermission.OVERWRITE_FEATURES,
         )
         for ftype, name in arrays:

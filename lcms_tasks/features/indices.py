@@ -79,6 +79,8 @@ _TC_BANDS: tuple[str, ...] = tuple(row[0] for row in _TC_TABLE)
 
 #: (3, 13) float32 coefficient matrix; rows: brightness, greenness, wetness.
 _TC_COEFFICIENTS = np.array([row[1:] for row in _TC_TABLE], dtype=np.float32).T.copy()
+#: The same coefficients in float64 (scaled by a quantification before rounding to float32).
+_TC_COEFFICIENTS_F64 = np.array([row[1:] for row in _TC_TABLE], dtype=np.float64).T.copy()
 
 #: Pixels per block: 16384 px x 13 bands x 4 B = 0.85 MB, which keeps the block and its scratch
 #: buffers in L2 cache while making per-call numpy overhead negligible.
@@ -153,8 +155,14 @@ def _leading_stride(array: np.ndarray) -> int:
     return array.strides[-1] * array.shape[-1] if array.ndim else 0
 
 
-def compute_indices(reflectance: np.ndarray, band_names: Sequence[str], out: np.ndarray | None = None) -> np.ndarray:
-    """Spectral indices of a reflectance stack.
+def compute_indices(
+    reflectance: np.ndarray,
+    band_names: Sequence[str],
+    out: np.ndarray | None = None,
+    *,
+    quantification: float = 1.0,
+) -> np.ndarray:
+    """Spectral indices of a reflectance stack (or of digital numbers, see ``quantification``).
 
     Args:
         reflectance: ``(..., n_bands)`` reflectance 0..1 (float32 preferred; other real dtypes are converted
@@ -163,6 +171,11 @@ def compute_indices(reflectance: np.ndarray, band_names: Sequence[str], out: np.
             B03, B04, B08, B11 and all 13 bands for the tasselled cap must be present, in any order.
         out: optional preallocated ``(..., 6)`` float32 output (may be a view, e.g. a slice of a larger
             array).
+        quantification: the input holds reflectance x ``quantification`` (e.g. Sentinel-2 uint16 digital
+            numbers with 10000). Nothing is rescaled: the normalized differences do not depend on the
+            scale, and the tasselled cap, being linear, uses its coefficients divided by
+            ``quantification``. A digital number 0 (no data) gives NaN normalized differences, exactly as
+            reflectance 0 does. Default 1: the input is reflectance.
 
     Returns:
         ``(..., 6)`` float32 in :data:`FEATURE_NAMES` order (``out`` if given).
@@ -175,6 +188,8 @@ def compute_indices(reflectance: np.ndarray, band_names: Sequence[str], out: np.
         raise ValueError(
             f"reflectance last axis ({reflectance.shape[-1:] or 'scalar'}) must match the {len(band_names)} band_names"
         )
+    if not (np.isfinite(quantification) and quantification > 0):
+        raise ValueError(f"quantification must be a positive finite number, got {quantification}")
     nd_positions = [tuple(_band_positions(band_names, pair)) for pair in _NORMALIZED_DIFFERENCES]
     tc_rows = [i for i, b in enumerate(_TC_BANDS) if b in band_names or b not in _OPTIONAL_TC_BANDS]
     tc_positions = _band_positions(band_names, [_TC_BANDS[i] for i in tc_rows])
@@ -195,7 +210,11 @@ def compute_indices(reflectance: np.ndarray, band_names: Sequence[str], out: np.
     tc_slots = [slot[i] for i in tc_positions]
     # Coefficient matrix laid out for the block buffer's band order: (3, n_used).
     coefficients = np.zeros((3, len(used)), dtype=np.float32)
-    coefficients[:, tc_slots] = _TC_COEFFICIENTS[:, tc_rows]
+    if quantification == 1.0:
+        coefficients[:, tc_slots] = _TC_COEFFICIENTS[:, tc_rows]
+    else:
+        # Scaled in float64 from the published coefficients, rounded once to float32.
+        coefficients[:, tc_slots] = _TC_COEFFICIENTS_F64[:, tc_rows] / float(quantification)
     used_index = np.asarray(used)
     gather_all = used == list(range(reflectance.shape[-1]))
 

@@ -97,6 +97,11 @@ def _check_inputs(
     return values, valid, times, target_times
 
 
+def row_chunks(height: int, width: int, chunk_rows: int | None = None) -> Iterator[slice]:
+    """Slices of ``chunk_rows`` rows covering ``height`` rows (None: about 8k pixels per chunk)."""
+    return _row_chunks(height, width, chunk_rows)
+
+
 def _row_chunks(height: int, width: int, chunk_rows: int | None) -> Iterator[slice]:
     if chunk_rows is None:
         chunk_rows = max(1, _AUTO_CHUNK_PIXELS // max(width, 1))

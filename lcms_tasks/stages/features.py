@@ -1,9 +1,16 @@
 """Stage 2, features: spectral indices on a regular time grid per tile.
 
-Reads the download EOPatch, converts digital numbers to reflectance, computes
-NDVI, NDWI, NDBI and tasselled-cap brightness/greenness/wetness, drops dates
-with too little valid coverage, and harmonises time either by linear
-interpolation of valid observations or by per-period mosaics.
+Reads the download EOPatch, computes NDVI, NDWI, NDBI and tasselled-cap
+brightness/greenness/wetness, drops dates with too little valid coverage, and
+harmonises time either by linear interpolation of valid observations or by
+per-period mosaics.
+
+Memory: the tile is processed end to end one chunk of rows at a time, straight
+from the uint16 digital numbers (the normalized differences do not depend on
+the scale; the tasselled cap uses its coefficients divided by the
+quantification). Neither a float copy of the bands nor the (T, H, W, F) index
+cube is ever built: beyond the input and the (K, H, W, F) output, the stage
+needs a few tens of MB whatever the tile size.
 
 Output EOPatch: ``data/FEATURES`` (K, H, W, F) float32 on the regular dates,
 ``mask_timeless/VALID_COUNT`` (H, W, 1) uint16 (valid observations per pixel;
@@ -61,9 +68,50 @@ def compute_tile_features(
     """Features of one tile from reflectance (T, H, W, B) float32 and valid (T, H, W) bool.
 
     Returns (features (K, H, W, F), n_valid (H, W), regular dates, quality figures).
+    See :func:`compute_features` (this is it with ``quantification=1``).
+    """
+    return compute_features(reflectance, valid, dates, band_names, start, end, options)
+
+
+def compute_features(
+    bands: np.ndarray,
+    valid: np.ndarray,
+    dates: list[dt.date],
+    band_names: list[str],
+    start: dt.date,
+    end: dt.date,
+    options: Options,
+    *,
+    quantification: float = 1.0,
+    chunk_rows: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[dt.date], dict[str, object]]:
+    """Features of one tile, computed one chunk of rows at a time.
+
+    Args:
+        bands: ``(T, H, W, B)`` reflectance x ``quantification``: uint16 digital numbers with the
+            source's quantification (e.g. 10000), or float reflectance with 1. Never converted as a
+            whole: each chunk's kept dates are read, turned into indices, harmonised in time and
+            written into the output, so memory beyond the output is a few tens of MB.
+        valid: ``(T, H, W)`` bool (``(T, H, W, 1)`` accepted); invalid observations are never used.
+        dates: the T acquisition dates, non-decreasing.
+        band_names: names of the last axis of ``bands``.
+        start, end: the season; the output dates are ``start, start + step_days, ...`` up to ``end``.
+        options: the stage options (coverage threshold, temporal method, step, chunk rows).
+        quantification: see above.
+        chunk_rows: rows per chunk, overriding ``options.chunk_rows`` (None there too: ~8k pixels).
+
+    Returns:
+        ``(features (K, H, W, F) float32, n_valid (H, W) uint16, regular dates, quality figures)``.
     """
     from lcms_tasks.features import indices, temporal
 
+    valid = np.asarray(valid, dtype=bool)
+    if valid.ndim == 4 and valid.shape[-1] == 1:
+        valid = valid[..., 0]
+    if bands.ndim != 4 or valid.shape != bands.shape[:3] or len(dates) != bands.shape[0]:
+        raise ValueError(
+            f"bands {bands.shape} must be (T, H, W, B) with valid (T, H, W) {valid.shape} and T = {len(dates)} dates"
+        )
     keep = temporal.select_dates(valid, options.min_valid_coverage) if len(dates) else np.zeros(0, bool)
     kept_dates = [d for d, k in zip(dates, keep, strict=True) if k]
     target_dates = temporal.regular_dates(start, end, options.step_days)
@@ -74,21 +122,31 @@ def compute_tile_features(
         "dropped_dates": [d.isoformat() for d, k in zip(dates, keep, strict=True) if not k],
     }
     n_feat = len(indices.FEATURE_NAMES)
+    feats = np.empty((len(target_dates), h, w, n_feat), dtype=np.float32)
+    n_valid = np.zeros((h, w), np.uint16)
     if not kept_dates:
-        feats = np.full((len(target_dates), h, w, n_feat), np.nan, dtype=np.float32)
-        return feats, np.zeros((h, w), np.uint16), target_dates, quality
+        feats.fill(np.nan)
+        return feats, n_valid, target_dates, quality
     idx = np.flatnonzero(keep)
-    values = indices.compute_indices(reflectance[idx], band_names)
-    valid_kept = valid[idx]
+    all_kept = idx.size == bands.shape[0]
     origin = dt.date(start.year, 1, 1)
     times = np.array([(d - origin).days for d in kept_dates], dtype=np.float32)
     targets = np.array([(d - origin).days for d in target_dates], dtype=np.float32)
-    if options.temporal == "interpolate":
-        feats, n_valid = temporal.interpolate_linear(values, valid_kept, times, targets, chunk_rows=options.chunk_rows)
-    else:
-        feats, n_valid = temporal.mosaic(
-            values, valid_kept, times, targets, float(options.step_days), options.mosaic_method
-        )
+    rows_per_chunk = chunk_rows if chunk_rows is not None else options.chunk_rows
+    for rows in temporal.row_chunks(h, w, rows_per_chunk):
+        # The chunk's kept observations: a small copy of the input dtype (uint16 DN: 2 bytes per band).
+        chunk_bands = bands[:, rows] if all_kept else bands[idx, rows]
+        chunk_valid = valid[:, rows] if all_kept else valid[idx, rows]
+        values = indices.compute_indices(chunk_bands, band_names, quantification=quantification)
+        del chunk_bands
+        if options.temporal == "interpolate":
+            chunk_feats, chunk_n = temporal.interpolate_linear(values, chunk_valid, times, targets, chunk_rows=None)
+        else:
+            chunk_feats, chunk_n = temporal.mosaic(
+                values, chunk_valid, times, targets, float(options.step_days), options.mosaic_method, chunk_rows=None
+            )
+        feats[:, rows] = chunk_feats
+        n_valid[rows] = chunk_n
     return feats, n_valid, target_dates, quality
 
 
@@ -103,14 +161,19 @@ def run(tile: Tile, ctx: RunContext) -> list[str]:
     src, src_meta = eopatch.load(ctx.storage, src_uri, features=["data/BANDS", "mask/IS_VALID"])
     quant = float(src_meta.get("quantification", 10000.0))
     band_names = list(src_meta["band_names"])
-    bands = src.data["BANDS"]
-    reflectance = np.empty(bands.shape, dtype=np.float32)
-    np.multiply(bands, np.float32(1.0 / quant), out=reflectance, casting="unsafe")
-    valid = src.mask["IS_VALID"][..., 0]
     dates = [t.date() for t in src.timestamps or []]
-    feats, n_valid, target_dates, quality = compute_tile_features(
-        reflectance, valid, dates, band_names, season.start, season.end, options
+    # The uint16 digital numbers go in as they are: no float copy of the bands is ever made.
+    feats, n_valid, target_dates, quality = compute_features(
+        src.data["BANDS"],
+        src.mask["IS_VALID"][..., 0],
+        dates,
+        band_names,
+        season.start,
+        season.end,
+        options,
+        quantification=quant,
     )
+    del src
     patch = eopatch.new_patch(tile, target_dates)
     patch.data["FEATURES"] = feats
     patch.mask_timeless["VALID_COUNT"] = n_valid[..., None]
