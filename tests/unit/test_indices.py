@@ -151,3 +151,26 @@ def test_tasselled_cap_without_b10_for_l2a() -> None:
     np.testing.assert_array_equal(with_b10[:, :3], without[:, :3])
     assert np.abs(with_b10[:, 3:] - without[:, 3:]).max() < 1e-4
     assert np.abs(with_b10[:, 3:] - without[:, 3:]).max() > 0  # B10 does contribute when present
+
+
+@given(seed=st.integers(0, 2**32 - 1), quantification=st.sampled_from([10000.0, 4095.0, 1.0, 0.5]))
+@settings(max_examples=30, deadline=None)
+def test_digital_numbers_with_quantification_match_reflectance(seed: int, quantification: float) -> None:
+    """Indices of DN with their quantification equal the indices of DN / quantification (DN 0 -> NaN NDs)."""
+    rng = np.random.default_rng(seed)
+    dn = rng.integers(0, 20001, size=(3, 7, len(S2_BANDS)), dtype=np.uint16)
+    dn[0, 0] = 0  # no data: every band 0
+    reflectance = (dn / quantification).astype(np.float32)
+    expected = compute_indices(reflectance, S2_BANDS)
+    result = compute_indices(dn, S2_BANDS, quantification=quantification)
+    np.testing.assert_array_equal(np.isnan(result), np.isnan(expected))
+    assert np.isnan(result[0, 0, :3]).all() and (result[0, 0, 3:] == 0).all()
+    # Float32 rounding only: relative to the magnitude of the tasselled-cap sums.
+    np.testing.assert_allclose(result, expected, rtol=2e-6, atol=1e-6 * max(1.0, 20000 / quantification))
+
+
+def test_quantification_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="quantification"):
+        compute_indices(np.zeros((2, 13), np.uint16), S2_BANDS, quantification=0.0)
+    with pytest.raises(ValueError, match="quantification"):
+        compute_indices(np.zeros((2, 13), np.uint16), S2_BANDS, quantification=float("nan"))
