@@ -20,6 +20,9 @@ S2_BANDS: tuple[str, ...] = (
     "B12",
 )
 
+#: The bands of Sentinel-2 L2A products: all but B10 (cirrus), which only serves the atmospheric correction.
+S2_L2A_BANDS: tuple[str, ...] = tuple(b for b in S2_BANDS if b != "B10")
+
 #: Digital numbers are reflectance x 10000 (Sentinel-2 L2A quantification value).
 S2_QUANTIFICATION = 10000.0
 

@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
+from lcms_tasks.bands import S2_L2A_BANDS
 from lcms_tasks.errors import StageError
 from lcms_tasks.schema import StrictModel
 
@@ -76,21 +77,8 @@ DEFAULT_BASE_URL = "https://services.sentinel-hub.com"
 TOKEN_PATH = "/auth/realms/main/protocol/openid-connect/token"
 CACHE_ENV = "LCMS_CACHE_DIR"
 
-#: Sentinel-2 L2A bands in LCMS order (S2_BANDS without B10, which L2A products do not have).
-L2A_BANDS: tuple[str, ...] = (
-    "B01",
-    "B02",
-    "B03",
-    "B04",
-    "B05",
-    "B06",
-    "B07",
-    "B08",
-    "B8A",
-    "B09",
-    "B11",
-    "B12",
-)
+#: Sentinel-2 L2A bands in LCMS order.
+L2A_BANDS: tuple[str, ...] = S2_L2A_BANDS
 #: Mask layers requested after the bands, in this order.
 MASK_LAYERS: tuple[str, ...] = ("CLM", "CLP", "SCL", "dataMask")
 
