@@ -47,7 +47,9 @@ class Options(StrictModel):
     """Options of the training stage."""
 
     n_estimators: int = Field(300, ge=1, le=100_000, description="Maximum boosting rounds (trees per class).")
-    max_depth: int = Field(6, ge=1, le=32, description="Maximum tree depth.")
+    max_depth: int = Field(
+        5, ge=1, le=32, description="Maximum tree depth (5: faster maps than 6 at the same accuracy on the benchmarks)."
+    )
     learning_rate: float = Field(
         0.3,
         gt=0.0,
