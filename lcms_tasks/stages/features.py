@@ -21,7 +21,7 @@ Output EOPatch: ``data/FEATURES`` (K, H, W, F) float32 on the regular dates,
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -74,7 +74,7 @@ def compute_tile_features(
 
 
 def compute_features(
-    bands: np.ndarray,
+    bands: np.ndarray | Any,
     valid: np.ndarray,
     dates: list[dt.date],
     band_names: list[str],
@@ -88,7 +88,8 @@ def compute_features(
     """Features of one tile, computed one chunk of rows at a time.
 
     Args:
-        bands: ``(T, H, W, B)`` reflectance x ``quantification``: uint16 digital numbers with the
+        bands: ``(T, H, W, B)`` reflectance x ``quantification`` (an array, or a reader such as
+            :class:`lcms_tasks.eopatch.StoredArray` indexed as ``bands[dates, rows]``): uint16 digital numbers with the
             source's quantification (e.g. 10000), or float reflectance with 1. Never converted as a
             whole: each chunk's kept dates are read, turned into indices, harmonised in time and
             written into the output, so memory beyond the output is a few tens of MB.
@@ -158,22 +159,24 @@ def run(tile: Tile, ctx: RunContext) -> list[str]:
     options: Options = ctx.config.stages.features
     season = ctx.config.season(ctx.season)
     src_uri = ctx.tile_uri("download", tile.id)
-    src, src_meta = eopatch.load(ctx.storage, src_uri, features=["data/BANDS", "mask/IS_VALID"])
-    quant = float(src_meta.get("quantification", 10000.0))
-    band_names = list(src_meta["band_names"])
-    dates = [t.date() for t in src.timestamps or []]
-    # The uint16 digital numbers go in as they are: no float copy of the bands is ever made.
-    feats, n_valid, target_dates, quality = compute_features(
-        src.data["BANDS"],
-        src.mask["IS_VALID"][..., 0],
-        dates,
-        band_names,
-        season.start,
-        season.end,
-        options,
-        quantification=quant,
-    )
-    del src
+    # The band cube is read block of rows by block of rows from its file: the stage never holds the
+    # whole input (nor a float copy of it), only the output and one chunk.
+    with eopatch.open_rows(ctx.storage, src_uri, features=["mask/IS_VALID"], by_rows=["data/BANDS"]) as opened:
+        src, src_meta, arrays = opened
+        quant = float(src_meta.get("quantification", 10000.0))
+        band_names = list(src_meta["band_names"])
+        dates = [t.date() for t in src.timestamps or []]
+        feats, n_valid, target_dates, quality = compute_features(
+            arrays["data/BANDS"],
+            src.mask["IS_VALID"][..., 0],
+            dates,
+            band_names,
+            season.start,
+            season.end,
+            options,
+            quantification=quant,
+        )
+        del src, arrays
     patch = eopatch.new_patch(tile, target_dates)
     patch.data["FEATURES"] = feats
     patch.mask_timeless["VALID_COUNT"] = n_valid[..., None]

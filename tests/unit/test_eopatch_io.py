@@ -59,3 +59,30 @@ def test_loading_an_incomplete_patch_fails(tmp_path: Path) -> None:
     store = Storage(f"file://{tmp_path}")
     with pytest.raises(ArtefactMissingError, match="absent or incomplete"):
         eopatch.load(store, store.uri("p", "s", "stage", "32633_1_1"))
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_open_rows_reads_blocks_of_rows(tmp_path: Path, compress: bool) -> None:
+    store = Storage(f"file://{tmp_path}", compress_arrays=compress)
+    tile = Tile(32633, 5000, 500, 12, 10.0)
+    patch = eopatch.new_patch(tile, [dt.date(2023, 5, d) for d in (1, 6, 11, 16)])
+    cube = np.random.default_rng(1).integers(0, 10000, size=(4, 12, 12, 5), dtype=np.uint16)
+    patch.data["BANDS"] = cube
+    patch.mask["IS_VALID"] = np.ones((4, 12, 12, 1), dtype=bool)
+    uri = store.uri("p", "s", "download", tile.id)
+    eopatch.save(store, uri, patch, meta={"band_names": list("ABCDE")})
+    with eopatch.open_rows(store, uri, features=["mask/IS_VALID"], by_rows=["data/BANDS"]) as (src, meta, arrays):
+        bands = arrays["data/BANDS"]
+        assert isinstance(bands, eopatch.StoredArray) != compress  # compressed arrays are loaded whole
+        assert bands.shape == cube.shape and meta["band_names"] == list("ABCDE")
+        np.testing.assert_array_equal(bands[:, slice(3, 8)], cube[:, 3:8])
+        np.testing.assert_array_equal(bands[np.array([0, 2]), slice(10, 12)], cube[[0, 2], 10:12])
+        assert src.mask["IS_VALID"].all() and "BANDS" not in src.data
+
+
+def test_stored_array_rejects_truncated_files(tmp_path: Path) -> None:
+    path = tmp_path / "a.npy"
+    np.save(path, np.zeros((2, 4, 4, 3), dtype=np.uint16))
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(OSError, match="short read"):
+        eopatch.StoredArray(path)[:, slice(0, 4)]
