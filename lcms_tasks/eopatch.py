@@ -60,19 +60,22 @@ def save(storage: Storage, uri: str, patch: EOPatch, *, meta: dict[str, Any]) ->
             np.save(folder / f"{name}.npy", patch[ftype, name], allow_pickle=False)
 
 
-def load(storage: Storage, uri: str, *, features: Sequence[str] | None = None) -> tuple[EOPatch, dict[str, Any]]:
-    """Load the EOPatch at ``uri`` (optionally only ``features`` like ``"data/BANDS"``) and its metadata."""
+def _load_from(path: Path, uri: str, features: Sequence[str] | None) -> EOPatch:
+    """Load ``features`` (``"data/BANDS"``-style names; None: all) of the EOPatch in local folder ``path``."""
     from eolearn.core import EOPatch, FeatureType
 
+    wanted: Any = ... if features is None else [(FeatureType(f.split("/")[0]), f.split("/")[1]) for f in features]
+    try:
+        return EOPatch.load(str(path), features=wanted, lazy_loading=False)
+    except (OSError, ValueError) as err:
+        raise ArtefactMissingError(f"cannot load EOPatch at {uri}: {err}") from err
+
+
+def load(storage: Storage, uri: str, *, features: Sequence[str] | None = None) -> tuple[EOPatch, dict[str, Any]]:
+    """Load the EOPatch at ``uri`` (optionally only ``features`` like ``"data/BANDS"``) and its metadata."""
     meta = storage.read_marker(uri)
-    wanted: Any = ...
-    if features is not None:
-        wanted = [(FeatureType(f.split("/")[0]), f.split("/")[1]) for f in features]
     with storage.reading_dir(uri) as path:
-        try:
-            patch = EOPatch.load(str(path), features=wanted, lazy_loading=False)
-        except (OSError, ValueError) as err:
-            raise ArtefactMissingError(f"cannot load EOPatch at {uri}: {err}") from err
+        patch = _load_from(path, uri, features)
     return patch, meta
 
 
@@ -129,21 +132,17 @@ def open_rows(
     A ``by_rows`` array stored compressed (``storage.compress_arrays``) cannot be read by rows and is
     loaded whole instead. Yields (patch, marker metadata, {feature: array or reader}).
     """
-    from eolearn.core import EOPatch, FeatureType
+    from eolearn.core import FeatureType
 
     meta = storage.read_marker(uri)
     with storage.reading_dir(uri) as path:
-        wanted = [(FeatureType(f.split("/")[0]), f.split("/")[1]) for f in features]
-        try:
-            patch = EOPatch.load(str(path), features=wanted, lazy_loading=False)
-        except (OSError, ValueError) as err:
-            raise ArtefactMissingError(f"cannot load EOPatch at {uri}: {err}") from err
+        patch = _load_from(path, uri, features)
         arrays: dict[str, Any] = {}
         for name in by_rows:
             npy = path / f"{name}.npy"
+            ftype, fname = name.split("/")
             if npy.is_file():
                 arrays[name] = StoredArray(npy)
-            else:
-                ftype, fname = FeatureType(name.split("/")[0]), name.split("/")[1]
-                arrays[name] = EOPatch.load(str(path), features=[(ftype, fname)])[ftype, fname]
+            else:  # stored compressed: cannot be read by rows
+                arrays[name] = _load_from(path, uri, [name])[FeatureType(ftype), fname]
         yield patch, meta, arrays

@@ -158,7 +158,7 @@ def _load_map(tile: Tile, ctx: RunContext) -> tuple[str, np.ndarray, np.ndarray 
 
 def _read_changes(tile: Tile, ctx: RunContext) -> tuple[gpd.GeoDataFrame, dict[str, Any]] | None:
     """The tile's change polygons (tile CRS) and the stage's metadata, or None if absent."""
-    import geopandas as gpd
+    from lcms_tasks.changes import read_changes
 
     uri = ctx.tile_uri("change_detection", tile.id)
     if not ctx.storage.is_complete(uri):
@@ -168,10 +168,11 @@ def _read_changes(tile: Tile, ctx: RunContext) -> tuple[gpd.GeoDataFrame, dict[s
         path = Path(folder) / "changes.gpkg"
         if not path.is_file():
             raise StageError(f"{uri}: complete but has no changes.gpkg (tile {tile.id})")
-        frame = gpd.read_file(path)
-    missing = {"from_class", "to_class"} - set(frame.columns)
-    if missing:
-        raise StageError(f"{uri}/changes.gpkg lacks column(s) {sorted(missing)} (tile {tile.id})")
+        try:
+            # The change stage's own reader: typed columns even for an empty layer.
+            frame = read_changes(path)
+        except ValueError as err:
+            raise StageError(f"{uri}/changes.gpkg (tile {tile.id}): {err}") from err
     if len(frame) and frame.crs is not None and frame.crs != tile.crs:
         frame = frame.to_crs(tile.crs)
     return frame, meta

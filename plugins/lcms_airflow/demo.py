@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = load_config(args.config)
     seasons = cfg.season_ids_ordered()
-    root = RunContext.create(cfg, season=seasons[-1]).storage
+    last = RunContext.create(cfg, season=seasons[-1])
+    root = last.storage
     project_uri = root.uri(cfg.project)
     if not args.keep_data and root.scheme == "file" and root.local_path(project_uri).exists():
         shutil.rmtree(root.local_path(project_uri))
@@ -103,7 +104,6 @@ def main(argv: list[str] | None = None) -> int:
         af.stop()
     wall = time.perf_counter() - t0
 
-    last = RunContext.create(cfg, season=seasons[-1])
     report_dir = last.storage.local_path(last.run_uri("reporting", "report"))
     report = json.loads((report_dir / "report.json").read_text())
     evaluation = report.get("evaluation") or {}

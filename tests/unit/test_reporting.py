@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from shapely.geometry import box
 
+from lcms_tasks.changes import write_changes
 from lcms_tasks.report import stats
 from lcms_tasks.report.stats import ClassInfo
 from tests.conftest import base_config, write_aoi
@@ -361,9 +362,13 @@ class Fixture:
             frame = gpd.GeoDataFrame(rows, geometry=geoms, crs=tile.crs)
             frame["area_m2"] = frame.geometry.area
             frame["season_before"], frame["season_after"], frame["tile"] = "2023", "2024", tile.id
+            names = {c.id: c.name for c in self.cfg.legend()}
+            frame["from_name"] = [names[int(c)] for c in frame["from_class"]]
+            frame["to_name"] = [names[int(c)] for c in frame["to_class"]]
+            frame["confidence"] = 0.9
             meta = ctx.marker_meta("change_detection", tile.id, {"season_before": "2023", "season_after": "2024"})
             with st_.writing_dir(ctx.tile_uri("change_detection", tile.id), meta) as folder:
-                frame.to_file(folder / "changes.gpkg", driver="GPKG")
+                write_changes(frame, folder / "changes.gpkg")  # the change stage's own writer and schema
         self.matrix = [[int(v) for v in row] for row in rng.integers(0, 50, (8, 8))]
         model_meta = ctx.marker_meta(
             "training",
