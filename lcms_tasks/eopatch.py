@@ -38,26 +38,156 @@ def save(storage: Storage, uri: str, patch: EOPatch, *, meta: dict[str, Any]) ->
     does, only when ``storage.compress_arrays``; by default they are plain ``.npy`` files: gzip
     costs more time than the whole computation of most stages, and eo-learn reads both.
     """
-    import numpy as np
-    from eolearn.core import FeatureType, OverwritePermission
+    with writing(storage, uri, meta) as writer:
+        writer.save(patch)
 
+
+@contextlib.contextmanager
+def writing(storage: Storage, uri: str, meta: dict[str, Any]) -> Iterator[PatchWriter]:
+    """Write the EOPatch at ``uri`` piece by piece; published atomically, with ``meta``, on a clean exit.
+
+    ``meta`` is written last, so keys added to it inside the block are kept. On an exception nothing at
+    ``uri`` changes.
+    """
     with storage.writing_dir(uri, meta) as staging:
-        if storage.compress_arrays:
-            patch.save(str(staging), overwrite_permission=OverwritePermission.OVERWRITE_FEATURES)
+        writer = PatchWriter(staging, compress=storage.compress_arrays)
+        try:
+            yield writer
+            writer.finish()
+        finally:
+            writer.discard()  # open streams of a failed write (the staging folder goes with them)
+
+
+class PatchWriter:
+    """Writes one EOPatch into a staging folder: in-memory features and arrays streamed date by date.
+
+    A streamed array (:meth:`stream`) never exists in memory as a whole: its dates are appended to a
+    ``.npy`` file one at a time, which keeps a download's memory to one date however long the season.
+    """
+
+    def __init__(self, staging: Path, *, compress: bool) -> None:
+        self.staging = staging
+        self.compress = compress
+        self._streams: dict[str, NpyAppender] = {}
+        self._stream_dir = staging / ".streams"
+
+    def stream(self, feature: str, item_shape: Sequence[int], dtype: Any) -> NpyAppender:
+        """An appender for the temporal array ``feature`` (``"data/BANDS"``-style), one date per append."""
+        from eolearn.core import FeatureType
+
+        ftype, name = feature.split("/")
+        if not FeatureType(ftype).is_temporal() or not FeatureType(ftype).is_array():
+            raise ValueError(f"{feature}: only temporal array features can be streamed")
+        if feature in self._streams:
+            raise ValueError(f"{feature} is already being streamed")
+        (self._stream_dir / ftype).mkdir(parents=True, exist_ok=True)
+        appender = NpyAppender(self._stream_dir / ftype / f"{name}.npy", item_shape, dtype)
+        self._streams[feature] = appender
+        return appender
+
+    def save(self, patch: EOPatch) -> None:
+        """Write every feature of ``patch`` (bbox and timestamps included)."""
+        import numpy as np
+        from eolearn.core import FeatureType, OverwritePermission
+
+        clash = {f"{FeatureType(t).value}/{n}" for t, n in patch.get_features()} & set(self._streams)
+        if clash:
+            raise ValueError(f"{sorted(clash)} are streamed; they cannot also be saved from the EOPatch")
+        if self.compress:
+            patch.save(str(self.staging), overwrite_permission=OverwritePermission.OVERWRITE_FEATURES)
             return
         arrays = [(ftype, name) for ftype, name in patch.get_features() if ftype.is_array()]
         others = [(ftype, name) for ftype, name in patch.get_features() if not ftype.is_array()]
         # bbox, timestamps and vector features through eo-learn; arrays written directly.
         patch.save(
-            str(staging),
+            str(self.staging),
             features=others,
             save_timestamps=patch.timestamps is not None,
             overwrite_permission=OverwritePermission.OVERWRITE_FEATURES,
         )
         for ftype, name in arrays:
-            folder = staging / FeatureType(ftype).value
+            folder = self.staging / FeatureType(ftype).value
             folder.mkdir(exist_ok=True)
             np.save(folder / f"{name}.npy", patch[ftype, name], allow_pickle=False)
+
+    def discard(self) -> None:
+        """Close the streamed arrays' files without finishing them."""
+        for appender in self._streams.values():
+            appender.discard()
+
+    def finish(self) -> None:
+        """Close the streamed arrays and move them into the EOPatch layout (gzip-compressed if configured)."""
+        import gzip
+        import shutil
+
+        for feature, appender in self._streams.items():
+            appender.close()
+            folder = self.staging / feature.split("/")[0]
+            folder.mkdir(exist_ok=True)
+            target = folder / appender.path.name
+            if self.compress:  # eo-learn's compressed layout: the .npy bytes, gzipped (level 1)
+                with appender.path.open("rb") as src, gzip.open(f"{target}.gz", "wb", compresslevel=1) as dst:
+                    shutil.copyfileobj(src, dst, length=16 * 2**20)
+                appender.path.unlink()
+            else:
+                appender.path.replace(target)
+        shutil.rmtree(self._stream_dir, ignore_errors=True)
+
+
+class NpyAppender:
+    """A ``.npy`` file written one leading-axis item at a time; its shape is fixed when it is closed.
+
+    The header is reserved up front and rewritten on :meth:`close` with the number of items appended,
+    so the file is a standard ``.npy`` (``numpy.load``, eo-learn and :class:`StoredArray` read it).
+    """
+
+    _HEADER_BYTES = 256  # magic + length + header text; room for any 5-D shape of realistic size
+
+    def __init__(self, path: Path, item_shape: Sequence[int], dtype: Any) -> None:
+        import numpy as np
+
+        self.path = path
+        self.item_shape = tuple(int(s) for s in item_shape)
+        self.dtype = np.dtype(dtype)
+        self.count = 0
+        self._fh: Any = path.open("wb")
+        self._fh.write(b"\0" * self._HEADER_BYTES)
+
+    def append(self, item: Any) -> None:
+        """Append one item of ``item_shape`` (cast to the array's dtype)."""
+        import numpy as np
+
+        if self._fh is None:
+            raise ValueError(f"{self.path}: already closed")
+        array = np.ascontiguousarray(item, dtype=self.dtype)
+        if array.shape != self.item_shape:
+            raise ValueError(f"{self.path}: item {self.count} has shape {array.shape}, expected {self.item_shape}")
+        self._fh.write(array.data)
+        self.count += 1
+
+    def discard(self) -> None:
+        """Close the file without writing its header (an aborted write)."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def close(self) -> None:
+        """Write the final header; the file then holds a ``(count, *item_shape)`` array."""
+        import numpy as np
+
+        if self._fh is None:
+            return
+        shape = (self.count, *self.item_shape)
+        text = repr({"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": shape})
+        prefix = np.lib.format.magic(1, 0)
+        room = self._HEADER_BYTES - len(prefix) - 2
+        if len(text) + 1 > room:  # pragma: no cover - only for absurd shapes
+            raise ValueError(f"{self.path}: shape {shape} does not fit the reserved .npy header")
+        body = (text.ljust(room - 1) + "\n").encode("latin1")
+        self._fh.seek(0)
+        self._fh.write(prefix + len(body).to_bytes(2, "little") + body)
+        self._fh.close()
+        self._fh = None
 
 
 def _load_from(path: Path, uri: str, features: Sequence[str] | None) -> EOPatch:

@@ -68,7 +68,7 @@ if TYPE_CHECKING:
 
     from lcms_tasks.config import ProjectConfig
     from lcms_tasks.grid import Tile
-    from lcms_tasks.sources import SourceAcquisitions
+    from lcms_tasks.sources import StreamedAcquisitions
     from lcms_tasks.sources.credentials import Credentials
 
 LOGGER = logging.getLogger(__name__)
@@ -414,7 +414,8 @@ class SentinelHubSource:
             out.append(_DateRequest(date, times, download, root / f"{date.isoformat()}_{digest[:20]}.tif"))
         return out
 
-    def _download(self, sh_config: Any, item: _DateRequest) -> bytes:
+    def _download(self, sh_config: Any, item: _DateRequest) -> bytes | Path:
+        """The response of one date: its cache file when caching (memory holds one date at a time), else bytes."""
         from sentinelhub import SentinelHubDownloadClient
 
         client = SentinelHubDownloadClient(config=sh_config, default_retry_time=self.options.backoff_seconds)
@@ -422,13 +423,14 @@ class SentinelHubSource:
         content: bytes = response.content
         if self.options.use_cache:
             _write_atomic(item.cache_path, content)
+            return item.cache_path
         return content
 
-    def _download_all(self, sh_config: Any, items: list[_DateRequest], indices: list[int]) -> dict[int, bytes]:
+    def _download_all(self, sh_config: Any, items: list[_DateRequest], indices: list[int]) -> dict[int, bytes | Path]:
         """Download ``items[indices]`` in parallel; on the first failure cancel what has not started and raise it."""
         pool = ThreadPoolExecutor(max_workers=min(self.options.max_parallel_requests, len(indices)))
         futures = {pool.submit(self._download, sh_config, items[i]): i for i in indices}
-        out: dict[int, bytes] = {}
+        out: dict[int, bytes | Path] = {}
         try:
             for future in as_completed(futures):
                 out[futures[future]] = future.result()
@@ -438,7 +440,8 @@ class SentinelHubSource:
         pool.shutdown(wait=True)
         return out
 
-    def _cached(self, item: _DateRequest, height: int, width: int) -> bytes | None:
+    def _cached(self, item: _DateRequest, height: int, width: int) -> Path | None:
+        """The date's cache file if it holds a readable response of the expected shape."""
         if not (self.options.use_cache and item.cache_path.is_file()):
             return None
         content = item.cache_path.read_bytes()
@@ -449,14 +452,16 @@ class SentinelHubSource:
             with contextlib.suppress(OSError):
                 item.cache_path.unlink()
             return None
-        return content
+        return item.cache_path
 
-    def fetch(self, tile: Tile, season_id: str, start: dt.date, end: dt.date) -> SourceAcquisitions:
-        """The season's L2A acquisitions of ``tile``: bands (T, H, W, 12) uint16 DN and masks (T, H, W)."""
-        import numpy as np
+    def fetch(self, tile: Tile, season_id: str, start: dt.date, end: dt.date) -> StreamedAcquisitions:
+        """The season's L2A acquisitions of ``tile``, date by date: bands (H, W, 12) uint16 DN and masks (H, W).
 
+        Every date is downloaded (or found in the cache) before this returns, so service errors surface
+        here; the responses are decoded one date at a time while the caller reads them.
+        """
         from lcms_tasks.bands import S2_QUANTIFICATION
-        from lcms_tasks.sources import SourceAcquisitions
+        from lcms_tasks.sources import StreamedAcquisitions
 
         o = self.options
         height, width = tile.shape
@@ -472,7 +477,7 @@ class SentinelHubSource:
             times = self.search(sh_config, tile, start, end)
         groups = merge_acquisitions(times, dt.timedelta(minutes=o.time_difference_minutes))
         items = self._date_requests(sh_config, tile, groups)
-        contents: dict[int, bytes] = {}
+        contents: dict[int, bytes | Path] = {}
         for i, item in enumerate(items):
             cached = self._cached(item, height, width)
             if cached is not None:
@@ -491,21 +496,30 @@ class SentinelHubSource:
         if missing:
             with self._service_errors(creds, f"process request ({where})"):
                 contents.update(self._download_all(sh_config, items, missing))
-        n_layers = len(L2A_BANDS) + len(MASK_LAYERS)
-        stack = np.zeros((len(items), height, width, n_layers), dtype=np.uint16)
-        for i, item in enumerate(items):
-            try:
-                stack[i] = decode_tiff(contents[i], height, width, n_layers)
-            except ValueError as exc:
-                raise SentinelHubError(f"{where}, date {item.date}: unexpected Process API response: {exc}") from exc
-        bands, data_mask, cloud, probability = split_layers(stack, o.scl_cloud_classes)
-        return SourceAcquisitions(
+        return StreamedAcquisitions(
             dates=[item.date for item in items],
-            bands=bands,
-            data_mask=data_mask,
-            cloud_mask=cloud,
-            cloud_probability=probability,
+            shape=(height, width),
+            slabs=self._decoded(contents, items, (height, width), where),
             band_names=L2A_BANDS,
             quantification=S2_QUANTIFICATION,
             source_name=self.source_name,
         )
+
+    def _decoded(
+        self, contents: dict[int, bytes | Path], items: list[_DateRequest], shape: tuple[int, int], where: str
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """Decode the responses (bytes or cache files) in date order, releasing each one once decoded."""
+        n_layers = len(L2A_BANDS) + len(MASK_LAYERS)
+        for i, item in enumerate(items):
+            content = contents.pop(i)
+            try:
+                if isinstance(content, Path):
+                    content = content.read_bytes()
+            except OSError as exc:
+                raise SentinelHubError(f"{where}, date {item.date}: cached response is gone: {exc}") from exc
+            try:
+                layers = decode_tiff(content, *shape, n_layers)
+            except ValueError as exc:
+                raise SentinelHubError(f"{where}, date {item.date}: unexpected Process API response: {exc}") from exc
+            bands, data_mask, cloud, probability = split_layers(layers[None], self.options.scl_cloud_classes)
+            yield bands[0], data_mask[0], cloud[0], probability[0]

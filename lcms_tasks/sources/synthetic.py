@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +49,7 @@ __all__ = [
     "scene_for_season",
     "scene_from_labels",
     "simulate_acquisitions",
+    "stream_acquisitions",
 ]
 
 
@@ -1002,6 +1004,39 @@ def simulate_acquisitions(
     data, DN are 0, ``data_mask``/``cloud_mask`` are False and ``cloud_probability`` is 0.
     ``cloud_probability >= 50`` exactly on flagged clouds; ``cloud_mask`` is clouds or their shadows (thin
     cloud edges stay unflagged, as with real cloud detectors).
+
+    The whole stack in memory; :func:`stream_acquisitions` renders the same dates one at a time.
+    """
+    dates, rendered = stream_acquisitions(scene, start, end, params, key)
+    h, w = scene.land_cover.shape
+    n_dates = len(dates)
+    bands = np.zeros((n_dates, h, w, _N_BANDS), dtype=np.uint16)
+    data_mask = np.ones((n_dates, h, w), dtype=bool)
+    cloud_mask = np.zeros((n_dates, h, w), dtype=bool)
+    cloud_probability = np.zeros((n_dates, h, w), dtype=np.uint8)
+    for t, date in enumerate(rendered):
+        bands[t], data_mask[t], cloud_mask[t], cloud_probability[t] = date
+    return Acquisitions(
+        dates=dates,
+        bands=bands,
+        data_mask=data_mask,
+        cloud_mask=cloud_mask,
+        cloud_probability=cloud_probability,
+    )
+
+
+#: One rendered date: bands (H, W, 13) uint16, data mask, cloud mask (H, W) bool, cloud probability uint8.
+RenderedDate = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def stream_acquisitions(
+    scene: Scene, start: datetime.date, end: datetime.date, params: SyntheticParams, key: str
+) -> tuple[list[datetime.date], Iterator[RenderedDate]]:
+    """The acquisition dates and an iterator rendering them one by one, in date order.
+
+    Same arguments and the same values as :func:`simulate_acquisitions`, which stacks them; memory is
+    that of one date plus the scene's per-pixel layers, whatever the number of dates.  Each yielded
+    array is new (the caller may keep it).
     """
     if end < start:
         raise ValueError(f"end {end} is before start {start}")
@@ -1018,7 +1053,6 @@ def simulate_acquisitions(
     units = _scene_units(scene, params.seed)
     green_u, dry_u, turbidity_u = _vegetation_curves(rng, units, doy)
     background, green_spec, soil_weight, tex_green = _static_layers(rng, units, (h, w))
-    index = units.index
 
     # Weather of each date.  Fully cloudy dates count towards the mean cloud cover, so the partial dates
     # aim at the remainder; their cover is Beta-distributed (many clear dates, a few very cloudy ones).
@@ -1040,29 +1074,54 @@ def simulate_acquisitions(
     cover[full] = 1.0
     edge = np.zeros(n_dates, dtype=bool)
     edge[rng.choice(n_dates, size=round(float(params.nodata_edge_fraction) * n_dates), replace=False)] = True
-
-    bands = np.zeros((n_dates, h, w, _N_BANDS), dtype=np.uint16)
-    data_mask = np.ones((n_dates, h, w), dtype=bool)
-    cloud_mask = np.zeros((n_dates, h, w), dtype=bool)
-    cloud_probability = np.zeros((n_dates, h, w), dtype=np.uint8)
     # bright surfaces fool cloud detectors a little
     bright = np.isin(scene.land_cover, (_K["built_up"], _K["bare_land"]))
     prob_bias = np.where(bright, 6.0, 0.0).astype(np.float32)
+    weather = _Weather(full=full, cover=cover, edge=edge, prob_bias=prob_bias)
+    layers = _Layers(units.index, green_u, dry_u, turbidity_u, background, green_spec, soil_weight, tex_green)
+    return dates, _render_dates(rng, layers, weather, params, (h, w))
+
+
+@dataclass
+class _Weather:
+    full: np.ndarray  # (T,) bool: fully cloudy date
+    cover: np.ndarray  # (T,) cloud cover of partial dates
+    edge: np.ndarray  # (T,) bool: date at a swath edge
+    prob_bias: np.ndarray  # (H, W) float32 cloud-probability bias of bright surfaces
+
+
+@dataclass
+class _Layers:
+    index: np.ndarray  # (H, W) unit of each pixel
+    green_u: np.ndarray  # (T, U) green fraction per unit
+    dry_u: np.ndarray  # (T, U) dry fraction per unit
+    turbidity_u: np.ndarray  # (T, U) water turbidity per unit
+    background: np.ndarray  # (H, W, 13) background spectrum
+    green_spec: np.ndarray  # (H, W, 13) green-vegetation spectrum
+    soil_weight: np.ndarray  # (H, W)
+    tex_green: np.ndarray  # (H, W)
+
+
+def _render_dates(
+    rng: np.random.Generator, layers: _Layers, weather: _Weather, params: SyntheticParams, shape: tuple[int, int]
+) -> Iterator[RenderedDate]:
+    h, w = shape
+    index = layers.index
     refl = np.empty((h, w, _N_BANDS), dtype=np.float32)
     tmp = np.empty((h, w, _N_BANDS), dtype=np.float32)
     scale = np.float32(S2_QUANTIFICATION)
 
-    for t in range(n_dates):
+    for t in range(weather.full.size):
         # surface reflectance: linear mixture of green vegetation, dry vegetation and background
-        g = np.minimum(np.take(green_u[t], index) * tex_green, 0.98)
-        d = np.minimum(np.take(dry_u[t], index), 1.0 - g)
+        g = np.minimum(np.take(layers.green_u[t], index) * layers.tex_green, 0.98)
+        d = np.minimum(np.take(layers.dry_u[t], index), 1.0 - g)
         moisture = np.float32(rng.uniform(0.85, 1.05))  # wet soil after rain is darker
-        s = (1.0 - g - d) * (1.0 + (moisture - 1.0) * soil_weight)
-        np.multiply(background, s[..., None], out=refl)
-        np.multiply(green_spec, g[..., None], out=tmp)
+        s = (1.0 - g - d) * (1.0 + (moisture - 1.0) * layers.soil_weight)
+        np.multiply(layers.background, s[..., None], out=refl)
+        np.multiply(layers.green_spec, g[..., None], out=tmp)
         refl += tmp
         refl += d[..., None] * _DRY_VEG
-        turb = np.take(turbidity_u[t], index)
+        turb = np.take(layers.turbidity_u[t], index)
         refl += turb[..., None] * _TURBIDITY
         # sensor point-spread function (and resampling): boundary pixels become mixtures of both sides
         ndimage.gaussian_filter(refl, sigma=(_PSF_SIGMA, _PSF_SIGMA, 0.0), output=tmp, mode="nearest")
@@ -1074,15 +1133,17 @@ def simulate_acquisitions(
         tmp *= np.float32(params.noise)
         refl += tmp
 
-        prob: np.ndarray = prob_bias + rng.uniform(0.0, 10.0, (h, w)).astype(np.float32)
-        if full[t]:
+        data_mask = np.ones((h, w), dtype=bool)
+        cloud_mask = np.zeros((h, w), dtype=bool)
+        prob: np.ndarray = weather.prob_bias + rng.uniform(0.0, 10.0, (h, w)).astype(np.float32)
+        if weather.full[t]:
             thickness = np.clip(0.8 + 0.15 * _smooth_noise(rng, (h, w), 12.0), 0.6, 1.0)
             refl *= (1.0 - thickness)[..., None]
             refl += thickness[..., None] * (_CLOUD * np.float32(rng.uniform(0.85, 1.3)))
             prob = 70.0 + 30.0 * thickness + rng.normal(0.0, 3.0, (h, w)).astype(np.float32)
-            cloud_mask[t] = True
-        elif cover[t] > 0:
-            thickness, shadow, region, shadow_region = _clouds(rng, (h, w), float(cover[t]))
+            cloud_mask[:] = True
+        elif weather.cover[t] > 0:
+            thickness, shadow, region, shadow_region = _clouds(rng, (h, w), float(weather.cover[t]))
             refl *= (1.0 - 0.65 * shadow)[..., None]
             refl *= (1.0 - thickness)[..., None]
             refl += thickness[..., None] * (_CLOUD * np.float32(rng.uniform(0.85, 1.3)))
@@ -1092,26 +1153,19 @@ def simulate_acquisitions(
                 np.maximum(55.0 + 45.0 * (thickness - 0.35) / 0.65 + rng.normal(0.0, 4.0, (h, w)), 50.0),
                 np.minimum(prob, 45.0),
             )
-            cloud_mask[t] = region | shadow_region
+            cloud_mask = region | shadow_region
 
         np.multiply(refl, scale, out=refl)
         np.rint(refl, out=refl)
         # 0 is reserved for no data; >1.2 reflectance does not occur over land or cloud tops
         np.clip(refl, 1.0, 12000.0, out=refl)
-        bands[t] = refl
-        cloud_probability[t] = np.clip(np.rint(prob), 0, 100).astype(np.uint8)
+        bands = refl.astype(np.uint16)
+        cloud_probability = np.clip(np.rint(prob), 0, 100).astype(np.uint8)
 
-        if edge[t]:
+        if weather.edge[t]:
             valid = _swath_edge(rng, (h, w))
-            data_mask[t] = valid
-            bands[t][~valid] = S2_NODATA_DN
-            cloud_mask[t][~valid] = False
-            cloud_probability[t][~valid] = 0
-
-    return Acquisitions(
-        dates=dates,
-        bands=bands,
-        data_mask=data_mask,
-        cloud_mask=cloud_mask,
-        cloud_probability=cloud_probability,
-    )
+            data_mask = valid
+            bands[~valid] = S2_NODATA_DN
+            cloud_mask[~valid] = False
+            cloud_probability[~valid] = 0
+        yield bands, data_mask, cloud_mask, cloud_probability

@@ -17,7 +17,7 @@ import numpy as np
 
 from lcms_tasks.bands import S2_BANDS, S2_QUANTIFICATION
 from lcms_tasks.errors import ConfigError
-from lcms_tasks.sources import SourceAcquisitions
+from lcms_tasks.sources import StreamedAcquisitions
 from lcms_tasks.sources import synthetic as gen
 
 if TYPE_CHECKING:
@@ -82,15 +82,14 @@ class SyntheticSource:
         index = self.config.season_ids_ordered().index(season_id)
         return gen.scene_for_season(tile.shape, self.params, tile.id, index)
 
-    def fetch(self, tile: Tile, season_id: str, start: dt.date, end: dt.date) -> SourceAcquisitions:
+    def fetch(self, tile: Tile, season_id: str, start: dt.date, end: dt.date) -> StreamedAcquisitions:
+        """The season rendered date by date (memory of one date, however long the season)."""
         scene, changes = self.scene(tile, season_id)
-        acq = gen.simulate_acquisitions(scene, start, end, self.params, f"{tile.id}/{season_id}")
-        return SourceAcquisitions(
-            dates=list(acq.dates),
-            bands=acq.bands,
-            data_mask=acq.data_mask,
-            cloud_mask=acq.cloud_mask,
-            cloud_probability=acq.cloud_probability,
+        dates, rendered = gen.stream_acquisitions(scene, start, end, self.params, f"{tile.id}/{season_id}")
+        return StreamedAcquisitions(
+            dates=list(dates),
+            shape=tile.shape,
+            slabs=rendered,
             band_names=S2_BANDS,
             quantification=S2_QUANTIFICATION,
             source_name="synthetic",

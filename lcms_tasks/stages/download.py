@@ -8,7 +8,8 @@ one EOPatch per tile.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import datetime as dt
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import Field
@@ -50,35 +51,50 @@ def valid_mask(data_mask: np.ndarray, cloud_mask: np.ndarray, dilation_px: int) 
 
 
 def run(tile: Tile, ctx: RunContext) -> list[str]:
-    """Fetch the tile's season from the configured source and store it as an EOPatch."""
+    """Fetch the tile's season from the configured source and store it as an EOPatch.
+
+    Dates are written as the source delivers them, one at a time, so the stage's memory is one date's
+    arrays (plus the source's own working set), not the season's cube.
+    """
     from lcms_tasks import eopatch
     from lcms_tasks.sources import get_source
 
     options: Options = ctx.config.stages.download
     interval = ctx.config.season(ctx.season)
-    source = get_source(ctx.config)
-    acq = source.fetch(tile, ctx.season, interval.start, interval.end)
-    if options.max_cloud_coverage < 1.0 and len(acq.dates):
-        cloud_share = acq.cloud_mask.reshape(len(acq.dates), -1).mean(axis=1)
-        keep = cloud_share <= options.max_cloud_coverage
-        acq = acq.subset(keep)
-    valid = valid_mask(acq.data_mask, acq.cloud_mask, options.cloud_dilation_px)
-    patch = eopatch.new_patch(tile, acq.dates)
-    patch.data["BANDS"] = acq.bands
-    patch.data["CLP"] = acq.cloud_probability[..., None]
-    patch.mask["IS_DATA"] = acq.data_mask[..., None]
-    patch.mask["CLM"] = acq.cloud_mask[..., None]
-    patch.mask["IS_VALID"] = valid[..., None]
-    for name, array in acq.truth_rasters.items():
-        patch.mask_timeless[name] = array[..., None]
-    for name, frame in acq.truth_vectors.items():
-        patch.vector_timeless[name] = frame
-    meta = {
+    acq = get_source(ctx.config).fetch(tile, ctx.season, interval.start, interval.end)
+    height, width = tile.shape
+    meta: dict[str, Any] = {
         "band_names": list(acq.band_names),
         "quantification": acq.quantification,
         "source": acq.source_name,
-        "n_dates": len(acq.dates),
     }
     uri = ctx.tile_uri(NAME, tile.id)
-    eopatch.save(ctx.storage, uri, patch, meta=ctx.marker_meta(NAME, tile.id, meta))
+    marker = ctx.marker_meta(NAME, tile.id, meta)
+    with eopatch.writing(ctx.storage, uri, marker) as writer:
+        bands = writer.stream("data/BANDS", (height, width, len(acq.band_names)), np.uint16)
+        probability = writer.stream("data/CLP", (height, width, 1), np.uint8)
+        masks = {
+            name: writer.stream(f"mask/{name}", (height, width, 1), bool) for name in ("IS_DATA", "CLM", "IS_VALID")
+        }
+        kept: list[dt.date] = []
+        dropped: list[str] = []
+        for date, slab in zip(acq.dates, acq.iter_dates(), strict=True):
+            if options.max_cloud_coverage < 1.0 and slab.cloud_mask.mean() > options.max_cloud_coverage:
+                dropped.append(date.isoformat())
+                continue
+            valid = valid_mask(slab.data_mask[None], slab.cloud_mask[None], options.cloud_dilation_px)[0]
+            bands.append(slab.bands)
+            probability.append(slab.cloud_probability[..., None])
+            masks["IS_DATA"].append(slab.data_mask[..., None])
+            masks["CLM"].append(slab.cloud_mask[..., None])
+            masks["IS_VALID"].append(valid[..., None])
+            kept.append(date)
+        patch = eopatch.new_patch(tile, kept)
+        for name, array in acq.truth_rasters.items():
+            patch.mask_timeless[name] = array[..., None]
+        for name, frame in acq.truth_vectors.items():
+            patch.vector_timeless[name] = frame
+        writer.save(patch)
+        # the marker is written when the block ends, so the counts known only now still go into it
+        marker.update(n_dates=len(kept), n_dates_dropped_cloudy=len(dropped), dates_dropped_cloudy=dropped)
     return [uri]

@@ -106,7 +106,7 @@ def test_decode_tiff_accepts_planar_and_rejects_wrong_shape() -> None:
 
 
 def test_fetch_two_dates_through_the_real_client(sh: FakeSentinelHub) -> None:
-    acq = source(sh).fetch(TILE, "2023", START, END)
+    acq = source(sh).fetch(TILE, "2023", START, END).stacked()
 
     assert acq.dates == [dt.date(2023, 5, 1), dt.date(2023, 5, 11)]
     assert acq.band_names == L2A_BANDS and "B10" not in acq.band_names and len(acq.band_names) == 12
@@ -158,7 +158,7 @@ def test_fetch_two_dates_through_the_real_client(sh: FakeSentinelHub) -> None:
 
 
 def test_scl_classes_are_optional(sh: FakeSentinelHub) -> None:
-    acq = source(sh, scl_cloud_classes=()).fetch(TILE, "2023", START, END)
+    acq = source(sh, scl_cloud_classes=()).fetch(TILE, "2023", START, END).stacked()
     expected_cloud = np.zeros((16, 16), bool)
     expected_cloud[0:4, 8:] = True  # CLM alone: no shadow rows
     assert (acq.cloud_mask[1] == expected_cloud).all()
@@ -166,12 +166,12 @@ def test_scl_classes_are_optional(sh: FakeSentinelHub) -> None:
 
 def test_time_difference_zero_keeps_acquisitions_of_other_days_apart(sh: FakeSentinelHub) -> None:
     sh.acquisitions.append(Acquisition(dt.datetime(2023, 5, 12, 7, 0, tzinfo=UTC), 5.0))
-    acq = source(sh, time_difference_minutes=0).fetch(TILE, "2023", START, END)
+    acq = source(sh, time_difference_minutes=0).fetch(TILE, "2023", START, END).stacked()
     assert acq.dates == [dt.date(2023, 5, 1), dt.date(2023, 5, 11), dt.date(2023, 5, 12)]
 
 
 def test_empty_season(sh: FakeSentinelHub) -> None:
-    acq = source(sh).fetch(TILE, "2022", dt.date(2022, 4, 1), dt.date(2022, 9, 30))
+    acq = source(sh).fetch(TILE, "2022", dt.date(2022, 4, 1), dt.date(2022, 9, 30)).stacked()
     assert acq.dates == [] and acq.bands.shape == (0, 16, 16, 12)
     assert sh.counts["process"] == 0
 
@@ -182,14 +182,14 @@ def test_empty_season(sh: FakeSentinelHub) -> None:
 def test_429_is_retried_honouring_retry_after(sh: FakeSentinelHub) -> None:
     sh.fail("process", 429, 429)
     sh.fail("catalog", 429)
-    acq = source(sh).fetch(TILE, "2023", START, END)
+    acq = source(sh).fetch(TILE, "2023", START, END).stacked()
     assert len(acq.dates) == 2
     assert sh.counts["process"] == 2 + 2 and sh.counts["catalog"] == 2 + 1
 
 
 def test_500_twice_then_success(sh: FakeSentinelHub) -> None:
     sh.fail("process", 500, 500)
-    acq = source(sh).fetch(TILE, "2023", START, END)
+    acq = source(sh).fetch(TILE, "2023", START, END).stacked()
     assert len(acq.dates) == 2 and acq.bands.any()
     assert sh.counts["process"] == 2 + 2
 
@@ -262,9 +262,9 @@ def test_tile_larger_than_a_request(sh: FakeSentinelHub) -> None:
 
 
 def test_cache_prevents_a_second_download(sh: FakeSentinelHub, tmp_path: Path) -> None:
-    first = source(sh).fetch(TILE, "2023", START, END)
+    first = source(sh).fetch(TILE, "2023", START, END).stacked()
     assert sh.counts["process"] == 2
-    second = source(sh).fetch(TILE, "2023", START, END)  # a retried task: a new source instance
+    second = source(sh).fetch(TILE, "2023", START, END).stacked()  # a retried task: a new source instance
     assert sh.counts["process"] == 2
     np.testing.assert_array_equal(first.bands, second.bands)
     np.testing.assert_array_equal(first.cloud_mask, second.cloud_mask)
@@ -284,7 +284,7 @@ def test_a_failed_date_does_not_lose_the_dates_already_downloaded(sh: FakeSentin
     with pytest.raises(SentinelHubError, match="HTTP 500"):
         source(sh, max_retries=1, max_parallel_requests=1).fetch(TILE, "2023", START, END)
     assert sh.counts["process"] == 3
-    acq = source(sh, max_retries=1, max_parallel_requests=1).fetch(TILE, "2023", START, END)
+    acq = source(sh, max_retries=1, max_parallel_requests=1).fetch(TILE, "2023", START, END).stacked()
     assert sh.counts["process"] == 4 and len(acq.dates) == 2  # only the missing date was requested
 
 

@@ -222,3 +222,22 @@ def test_early_stopping_truncates_the_stored_model(project_dir: Path) -> None:
     # Only the rounds up to the best one are stored, so a plain Booster predicts with the selected model.
     assert meta["n_rounds"] == meta["best_iteration"] + 1
     assert LcmsModel.load(ctx.storage, uri).booster.num_boosted_rounds() == meta["n_rounds"]
+
+
+def test_early_stopping_min_delta_drops_the_rounds_of_negligible_gain() -> None:
+    """Separable classes: the loss keeps creeping down for many rounds after the map stopped changing."""
+    X, y, split = synthetic_dataset({1: (150, 60, 60), 2: (150, 60, 60), 3: (150, 60, 60)}, seed=3)
+    enc = training.encode_labels(y, [1, 2, 3])
+    parts = [(X[split == s], enc[split == s]) for s in (0, 1, 2)]
+
+    def fit(min_delta: float) -> tuple[int, np.ndarray]:
+        options = training.Options(
+            **{**FAST, "n_estimators": 300, "early_stopping_rounds": 10, "learning_rate": 0.1}
+        ).model_copy(update={"early_stopping_min_delta": min_delta})
+        booster, best, used = training.train_booster(*parts[0], *parts[1], 3, options)
+        assert used and booster.num_boosted_rounds() == best + 1
+        return best + 1, np.asarray(booster.inplace_predict(parts[2][0], missing=np.nan)).argmax(axis=1)
+
+    every_gain, coarse = fit(0.0), fit(1e-2)
+    assert coarse[0] < every_gain[0] * 0.75
+    assert (coarse[1] == parts[2][1]).mean() >= (every_gain[1] == parts[2][1]).mean() - 0.01
