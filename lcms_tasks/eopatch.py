@@ -69,6 +69,7 @@ class PatchWriter:
         self.staging = staging
         self.compress = compress
         self._streams: dict[str, NpyAppender] = {}
+        self._saved: set[str] = set()
         self._stream_dir = staging / ".streams"
 
     def stream(self, feature: str, item_shape: Sequence[int], dtype: Any) -> NpyAppender:
@@ -78,8 +79,8 @@ class PatchWriter:
         ftype, name = feature.split("/")
         if not FeatureType(ftype).is_temporal() or not FeatureType(ftype).is_array():
             raise ValueError(f"{feature}: only temporal array features can be streamed")
-        if feature in self._streams:
-            raise ValueError(f"{feature} is already being streamed")
+        if feature in self._streams or feature in self._saved:
+            raise ValueError(f"{feature} is already being streamed or was saved from the EOPatch")
         (self._stream_dir / ftype).mkdir(parents=True, exist_ok=True)
         appender = NpyAppender(self._stream_dir / ftype / f"{name}.npy", item_shape, dtype)
         self._streams[feature] = appender
@@ -90,9 +91,11 @@ class PatchWriter:
         import numpy as np
         from eolearn.core import FeatureType, OverwritePermission
 
-        clash = {f"{FeatureType(t).value}/{n}" for t, n in patch.get_features()} & set(self._streams)
+        names = {f"{FeatureType(t).value}/{n}" for t, n in patch.get_features()}
+        clash = names & set(self._streams)
         if clash:
             raise ValueError(f"{sorted(clash)} are streamed; they cannot also be saved from the EOPatch")
+        self._saved |= names
         if self.compress:
             patch.save(str(self.staging), overwrite_permission=OverwritePermission.OVERWRITE_FEATURES)
             return
@@ -159,6 +162,9 @@ class NpyAppender:
 
         if self._fh is None:
             raise ValueError(f"{self.path}: already closed")
+        item = np.asarray(item)
+        if not np.can_cast(item.dtype, self.dtype, casting="safe"):
+            raise ValueError(f"{self.path}: item {self.count} is {item.dtype}, which does not fit {self.dtype}")
         array = np.ascontiguousarray(item, dtype=self.dtype)
         if array.shape != self.item_shape:
             raise ValueError(f"{self.path}: item {self.count} has shape {array.shape}, expected {self.item_shape}")

@@ -75,7 +75,7 @@ class StreamedAcquisitions:
     source_name: str
     truth_rasters: dict[str, np.ndarray] = field(default_factory=dict)
     truth_vectors: dict[str, Any] = field(default_factory=dict)
-    _consumed: bool = field(default=False, repr=False)
+    _consumed: bool = field(default=False, init=False, repr=False)
 
     def iter_dates(self) -> Iterator[DateSlab]:
         """The acquisitions date by date; checks each date's shapes and that every date comes."""

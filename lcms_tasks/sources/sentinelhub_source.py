@@ -445,6 +445,8 @@ class SentinelHubSource:
         if not (self.options.use_cache and item.cache_path.is_file()):
             return None
         content = item.cache_path.read_bytes()
+        # Decoded once here to validate it (a corrupt entry is downloaded again) and again when streamed:
+        # decoding is cheap next to a download, and holding every decoded date would cost the season's cube.
         try:
             decode_tiff(content, height, width, len(L2A_BANDS) + len(MASK_LAYERS))
         except Exception as exc:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import Field
 
+from lcms_tasks.errors import StageError
 from lcms_tasks.schema import StrictModel
 
 if TYPE_CHECKING:
@@ -83,11 +84,14 @@ def run(tile: Tile, ctx: RunContext) -> list[str]:
                 dropped.append(date.isoformat())
                 continue
             valid = valid_mask(slab.data_mask[None], slab.cloud_mask[None], options.cloud_dilation_px)[0]
-            bands.append(slab.bands)
-            probability.append(slab.cloud_probability[..., None])
-            masks["IS_DATA"].append(slab.data_mask[..., None])
-            masks["CLM"].append(slab.cloud_mask[..., None])
-            masks["IS_VALID"].append(valid[..., None])
+            try:
+                bands.append(slab.bands)
+                probability.append(slab.cloud_probability[..., None])
+                masks["IS_DATA"].append(slab.data_mask[..., None])
+                masks["CLM"].append(slab.cloud_mask[..., None])
+                masks["IS_VALID"].append(valid[..., None])
+            except ValueError as exc:  # a source delivering arrays of another shape or type
+                raise StageError(f"tile {tile.id}: {acq.source_name} source, date {date}: {exc}") from exc
             kept.append(date)
         patch = eopatch.new_patch(tile, kept)
         for name, array in acq.truth_rasters.items():

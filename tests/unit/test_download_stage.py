@@ -54,6 +54,8 @@ def test_appender_rejects_an_item_of_another_shape(tmp_path: Path) -> None:
     appender.append(np.zeros((4, 4, 13), np.uint16))
     with pytest.raises(ValueError, match=r"BANDS\.npy: item 1 has shape \(4, 4, 12\), expected \(4, 4, 13\)"):
         appender.append(np.zeros((4, 4, 12), np.uint16))
+    with pytest.raises(ValueError, match=r"item 1 is float32, which does not fit uint16"):
+        appender.append(np.full((4, 4, 13), -1.5, np.float32))  # would wrap around silently
     appender.close()
     assert np.load(tmp_path / "BANDS.npy").shape == (1, 4, 4, 13)  # what was appended before stays valid
 
@@ -98,6 +100,9 @@ def test_writer_refuses_a_feature_both_streamed_and_in_the_patch(tmp_path: Path)
         patch.data["BANDS"] = np.zeros((1, 8, 8, 2), np.uint16)
         writer.save(patch)
     assert not store.is_complete(uri) and not list(tmp_path.rglob("*.npy"))  # nothing half-written
+    with pytest.raises(ValueError, match="was saved from the EOPatch"), eopatch.writing(store, uri, {}) as writer:
+        writer.save(patch)
+        writer.stream("data/BANDS", (8, 8, 2), np.uint16)
     with pytest.raises(ValueError, match="only temporal array features"), eopatch.writing(store, uri, {}) as writer:
         writer.stream("mask_timeless/LABELS", (8, 8, 1), np.uint8)
 
@@ -182,3 +187,34 @@ def test_stage_stores_the_source_dates_and_masks(project_dir: Path, compress: bo
     valid = download.valid_mask(expected.data_mask, expected.cloud_mask, 1)
     np.testing.assert_array_equal(patch.mask["IS_VALID"][..., 0], valid)
     assert set(patch.mask_timeless) == set(source.truth_rasters)
+
+
+def test_stage_names_the_source_and_date_of_a_malformed_delivery(
+    config_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lcms_tasks.config import load_config
+    from lcms_tasks.context import RunContext
+    from lcms_tasks.errors import StageError
+    from lcms_tasks.grid import project_tiles
+    from lcms_tasks.sources import SourceAcquisitions
+
+    cfg = load_config(config_path)
+    tile = project_tiles(cfg)[0]
+    h, w = tile.shape
+    dates = [dt.date(2023, 5, 1), dt.date(2023, 5, 6)]
+    bands = np.ones((2, h, w, 13), np.int32)  # a source bug: signed 32-bit digital numbers
+    masks = np.zeros((2, h, w), bool)
+
+    class BadSource:
+        def fetch(self, *_: object) -> SourceAcquisitions:
+            return SourceAcquisitions(
+                dates, bands, ~masks, masks, masks.astype(np.uint8), tuple(f"B{i}" for i in range(13)), 1e4, "bad"
+            )
+
+    monkeypatch.setattr("lcms_tasks.sources.get_source", lambda _config: BadSource())
+    ctx = RunContext.create(cfg, season="2023", run_id="t")
+    with pytest.raises(
+        StageError, match=rf"tile {tile.id}: bad source, date 2023-05-01: .*int32, which does not fit uint16"
+    ):
+        download.run(tile, ctx)
+    assert not ctx.storage.is_complete(ctx.tile_uri("download", tile.id))
