@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from lcms_tasks.errors import ArtefactMissingError
 
 if TYPE_CHECKING:
+    import numpy as np
     from eolearn.core import EOPatch
 
     from lcms_tasks.grid import Tile
@@ -70,6 +71,7 @@ class PatchWriter:
         self.compress = compress
         self._streams: dict[str, NpyAppender] = {}
         self._saved: set[str] = set()
+        self._mapped: dict[str, tuple[Path, Any]] = {}
         self._stream_dir = staging / ".streams"
 
     def stream(self, feature: str, item_shape: Sequence[int], dtype: Any) -> NpyAppender:
@@ -79,12 +81,31 @@ class PatchWriter:
         ftype, name = feature.split("/")
         if not FeatureType(ftype).is_temporal() or not FeatureType(ftype).is_array():
             raise ValueError(f"{feature}: only temporal array features can be streamed")
-        if feature in self._streams or feature in self._saved:
-            raise ValueError(f"{feature} is already being streamed or was saved from the EOPatch")
+        self._check_new(feature)
         (self._stream_dir / ftype).mkdir(parents=True, exist_ok=True)
         appender = NpyAppender(self._stream_dir / ftype / f"{name}.npy", item_shape, dtype)
         self._streams[feature] = appender
         return appender
+
+    def array(self, feature: str, shape: Sequence[int], dtype: Any) -> np.ndarray:
+        """A writable array for ``feature`` (``"data/FEATURES"``-style) backed by its file in the staging folder.
+
+        Fill it in place (e.g. block of rows by block of rows): its pages go straight to the file, with
+        no second in-memory copy to write out at the end. Its initial content is zeros.
+        """
+        import numpy as np
+
+        self._check_new(feature)
+        ftype = feature.split("/")[0]
+        (self._stream_dir / ftype).mkdir(parents=True, exist_ok=True)
+        path = self._stream_dir / ftype / f"{feature.split('/')[1]}.npy"
+        mapped = np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(dtype), shape=tuple(shape))
+        self._mapped[feature] = (path, mapped)
+        return mapped
+
+    def _check_new(self, feature: str) -> None:
+        if feature in self._streams or feature in self._mapped or feature in self._saved:
+            raise ValueError(f"{feature} is already being written (streamed, mapped or saved from the EOPatch)")
 
     def save(self, patch: EOPatch) -> None:
         """Write every feature of ``patch`` (bbox and timestamps included)."""
@@ -92,9 +113,9 @@ class PatchWriter:
         from eolearn.core import FeatureType, OverwritePermission
 
         names = {f"{FeatureType(t).value}/{n}" for t, n in patch.get_features()}
-        clash = names & set(self._streams)
+        clash = names & (set(self._streams) | set(self._mapped))
         if clash:
-            raise ValueError(f"{sorted(clash)} are streamed; they cannot also be saved from the EOPatch")
+            raise ValueError(f"{sorted(clash)} are streamed or mapped; they cannot also be saved from the EOPatch")
         self._saved |= names
         if self.compress:
             patch.save(str(self.staging), overwrite_permission=OverwritePermission.OVERWRITE_FEATURES)
@@ -117,23 +138,31 @@ class PatchWriter:
         """Close the streamed arrays' files without finishing them."""
         for appender in self._streams.values():
             appender.discard()
+        self._mapped.clear()  # the caller's references keep a mapping alive; the staging folder goes anyway
 
     def finish(self) -> None:
         """Close the streamed arrays and move them into the EOPatch layout (gzip-compressed if configured)."""
         import gzip
         import shutil
 
+        files: dict[str, Path] = {}
         for feature, appender in self._streams.items():
             appender.close()
+            files[feature] = appender.path
+        for feature, (path, mapped) in self._mapped.items():
+            mapped.flush()
+            files[feature] = path
+        self._mapped.clear()
+        for feature, path in files.items():
             folder = self.staging / feature.split("/")[0]
             folder.mkdir(exist_ok=True)
-            target = folder / appender.path.name
+            target = folder / path.name
             if self.compress:  # eo-learn's compressed layout: the .npy bytes, gzipped (level 1)
-                with appender.path.open("rb") as src, gzip.open(f"{target}.gz", "wb", compresslevel=1) as dst:
+                with path.open("rb") as src, gzip.open(f"{target}.gz", "wb", compresslevel=1) as dst:
                     shutil.copyfileobj(src, dst, length=16 * 2**20)
-                appender.path.unlink()
+                path.unlink()
             else:
-                appender.path.replace(target)
+                path.replace(target)
         shutil.rmtree(self._stream_dir, ignore_errors=True)
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import Field
 
+from lcms_tasks.errors import StageError
 from lcms_tasks.schema import StrictModel
 
 if TYPE_CHECKING:
@@ -84,6 +85,7 @@ def compute_features(
     *,
     quantification: float = 1.0,
     chunk_rows: int | None = None,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[dt.date], dict[str, object]]:
     """Features of one tile, computed one chunk of rows at a time.
 
@@ -100,6 +102,7 @@ def compute_features(
         options: the stage options (coverage threshold, temporal method, step, chunk rows).
         quantification: see above.
         chunk_rows: rows per chunk, overriding ``options.chunk_rows`` (None there too: ~8k pixels).
+        out: optional ``(K, H, W, F)`` float32 array to fill (e.g. file-backed); returned as the features.
 
     Returns:
         ``(features (K, H, W, F) float32, n_valid (H, W) uint16, regular dates, quality figures)``.
@@ -123,7 +126,13 @@ def compute_features(
         "dropped_dates": [d.isoformat() for d, k in zip(dates, keep, strict=True) if not k],
     }
     n_feat = len(indices.FEATURE_NAMES)
-    feats = np.empty((len(target_dates), h, w, n_feat), dtype=np.float32)
+    shape = (len(target_dates), h, w, n_feat)
+    if out is None:
+        feats = np.empty(shape, dtype=np.float32)
+    elif tuple(out.shape) != shape or out.dtype != np.float32:
+        raise ValueError(f"out must be float32 with shape {shape}, got {out.dtype} {tuple(out.shape)}")
+    else:
+        feats = out
     n_valid = np.zeros((h, w), np.uint16)
     if not kept_dates:
         feats.fill(np.nan)
@@ -154,42 +163,51 @@ def compute_features(
 def run(tile: Tile, ctx: RunContext) -> list[str]:
     """Compute the features EOPatch of one tile from its download EOPatch."""
     from lcms_tasks import eopatch
-    from lcms_tasks.features import indices
+    from lcms_tasks.features import indices, temporal
 
     options: Options = ctx.config.stages.features
     season = ctx.config.season(ctx.season)
     src_uri = ctx.tile_uri("download", tile.id)
-    # The band cube is read block of rows by block of rows from its file: the stage never holds the
-    # whole input (nor a float copy of it), only the output and one chunk.
-    with eopatch.open_rows(ctx.storage, src_uri, features=["mask/IS_VALID"], by_rows=["data/BANDS"]) as opened:
-        src, src_meta, arrays = opened
-        quant = float(src_meta.get("quantification", 10000.0))
-        band_names = list(src_meta["band_names"])
-        dates = [t.date() for t in src.timestamps or []]
-        feats, n_valid, target_dates, quality = compute_features(
-            arrays["data/BANDS"],
-            src.mask["IS_VALID"][..., 0],
-            dates,
-            band_names,
-            season.start,
-            season.end,
-            options,
-            quantification=quant,
-        )
-        del src, arrays
-    patch = eopatch.new_patch(tile, target_dates)
-    patch.data["FEATURES"] = feats
-    patch.mask_timeless["VALID_COUNT"] = n_valid[..., None]
-    patch.mask_timeless["NO_DATA"] = (n_valid == 0)[..., None]
-    quality["no_data_pixels"] = int((n_valid == 0).sum())
-    quality["mean_valid_observations"] = float(n_valid.mean()) if n_valid.size else 0.0
-    meta = {
+    uri = ctx.tile_uri(NAME, tile.id)
+    target_dates = temporal.regular_dates(season.start, season.end, options.step_days)
+    height, width = tile.shape
+    meta: dict[str, Any] = {
         "feature_names": list(indices.FEATURE_NAMES),
         "temporal": options.temporal,
         "step_days": options.step_days,
-        "quality": quality,
-        "upstream": src_meta.get("run_id"),
     }
-    uri = ctx.tile_uri(NAME, tile.id)
-    eopatch.save(ctx.storage, uri, patch, meta=ctx.marker_meta(NAME, tile.id, meta))
+    marker = ctx.marker_meta(NAME, tile.id, meta)
+    # The band cube is read block of rows by block of rows from its file, and the features are written
+    # into their file as they are computed: the stage holds neither the input cube (nor a float copy of
+    # it) nor an in-memory copy of the output, only one chunk.
+    with (
+        eopatch.open_rows(ctx.storage, src_uri, features=["mask/IS_VALID"], by_rows=["data/BANDS"]) as opened,
+        eopatch.writing(ctx.storage, uri, marker) as writer,
+    ):
+        src, src_meta, arrays = opened
+        if (src.mask["IS_VALID"].shape[1:3]) != (height, width):
+            raise StageError(
+                f"tile {tile.id}: {src_uri} is {src.mask['IS_VALID'].shape[1:3]} px, the grid says {tile.shape}"
+            )
+        out = writer.array("data/FEATURES", (len(target_dates), height, width, len(indices.FEATURE_NAMES)), np.float32)
+        _, n_valid, dates_out, quality = compute_features(
+            arrays["data/BANDS"],
+            src.mask["IS_VALID"][..., 0],
+            [t.date() for t in src.timestamps or []],
+            list(src_meta["band_names"]),
+            season.start,
+            season.end,
+            options,
+            quantification=float(src_meta.get("quantification", 10000.0)),
+            out=out,
+        )
+        del src, arrays
+        patch = eopatch.new_patch(tile, dates_out)
+        patch.mask_timeless["VALID_COUNT"] = n_valid[..., None]
+        patch.mask_timeless["NO_DATA"] = (n_valid == 0)[..., None]
+        writer.save(patch)
+        quality["no_data_pixels"] = int((n_valid == 0).sum())
+        quality["mean_valid_observations"] = float(n_valid.mean()) if n_valid.size else 0.0
+        # the marker is written when the block ends: figures known only now still go into it
+        marker.update(quality=quality, upstream=src_meta.get("run_id"))
     return [uri]

@@ -190,3 +190,22 @@ def test_tiny_run_writes_json_and_markdown_with_the_required_keys(tmp_path: Path
         assert model["model_bytes"] > 0 and 0.0 <= model["test_accuracy"] <= 1.0
     assert all({"target", "goal", "value", "met"} <= set(t) for t in loaded["targets"])
     assert "| stage |" in (out / "bench.md").read_text(encoding="utf-8")
+
+
+def test_repeated_measurement_keeps_the_best_time_and_the_largest_memory(tmp_path: Path) -> None:
+    runner = bench_run.JobRunner(tmp_path, "inprocess")
+    single = runner.measure("baseline", {"job": "baseline"})
+    assert "repeats" not in single.extras and runner.count == 1
+    best = runner.measure("baseline", {"job": "baseline"}, repeats=3)
+    assert runner.count == 4 and best.extras["repeats"] == 3
+    assert len(best.extras["wall_s_all"]) == 3
+    assert round(best.wall_s, 3) == min(best.extras["wall_s_all"])
+    assert best.peak_rss_mb >= single.peak_rss_mb * 0.99  # peak RSS only grows in one process
+
+
+def test_full_runs_repeat_the_timed_jobs_and_quick_runs_do_not() -> None:
+    assert bench_run.parse_args([]).repeats == 3
+    assert bench_run.parse_args(["--quick"]).repeats == 1
+    assert bench_run.parse_args(["--repeats", "5"]).repeats == 5
+    opts = bench_run.parse_args([])
+    assert [bench_run._repeats(opts, s) for s in ("download", "features", "training", "prediction")] == [1, 3, 1, 3]

@@ -66,6 +66,24 @@ TILE = Tile(32633, 5000, 500, 8, 10.0)
 
 
 @pytest.mark.parametrize("compress", [False, True])
+def test_a_file_backed_array_is_published_with_its_content(tmp_path: Path, compress: bool) -> None:
+    store = Storage(f"file://{tmp_path}", compress_arrays=compress)
+    uri = store.uri("p", "s", "features", TILE.id)
+    expected = np.random.default_rng(1).random((3, 8, 8, 6)).astype(np.float32)
+    with eopatch.writing(store, uri, {}) as writer:
+        out = writer.array("data/FEATURES", expected.shape, np.float32)
+        assert not out.any()  # starts as zeros
+        for r0 in range(0, 8, 3):  # filled block of rows by block of rows
+            out[:, r0 : r0 + 3] = expected[:, r0 : r0 + 3]
+        writer.save(eopatch.new_patch(TILE, [dt.date(2023, 5, d) for d in (1, 6, 11)]))
+        with pytest.raises(ValueError, match="already being written"):
+            writer.array("data/FEATURES", expected.shape, np.float32)
+    loaded, _ = eopatch.load(store, uri)
+    np.testing.assert_array_equal(loaded.data["FEATURES"], expected)
+    assert not list(store.local_path(uri).rglob(".streams"))
+
+
+@pytest.mark.parametrize("compress", [False, True])
 def test_streamed_and_in_memory_features_load_together(tmp_path: Path, compress: bool) -> None:
     from eolearn.core import EOPatch
 
@@ -100,7 +118,7 @@ def test_writer_refuses_a_feature_both_streamed_and_in_the_patch(tmp_path: Path)
         patch.data["BANDS"] = np.zeros((1, 8, 8, 2), np.uint16)
         writer.save(patch)
     assert not store.is_complete(uri) and not list(tmp_path.rglob("*.npy"))  # nothing half-written
-    with pytest.raises(ValueError, match="was saved from the EOPatch"), eopatch.writing(store, uri, {}) as writer:
+    with pytest.raises(ValueError, match="already being written"), eopatch.writing(store, uri, {}) as writer:
         writer.save(patch)
         writer.stream("data/BANDS", (8, 8, 2), np.uint16)
     with pytest.raises(ValueError, match="only temporal array features"), eopatch.writing(store, uri, {}) as writer:
