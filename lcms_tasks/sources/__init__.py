@@ -11,7 +11,7 @@ project config, never by editing code.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -103,14 +103,9 @@ class StreamedAcquisitions:
 
     def stacked(self) -> SourceAcquisitions:
         """All dates stacked in memory (small tiles, tests)."""
-        h, w = self.shape
-        n = len(self.dates)
-        bands = np.zeros((n, h, w, len(self.band_names)), dtype=np.uint16)
-        data_mask = np.zeros((n, h, w), dtype=bool)
-        cloud_mask = np.zeros((n, h, w), dtype=bool)
-        probability = np.zeros((n, h, w), dtype=np.uint8)
-        for t, slab in enumerate(self.iter_dates()):
-            bands[t], data_mask[t], cloud_mask[t], probability[t] = slab
+        bands, data_mask, cloud_mask, probability = stack_dates(
+            self.iter_dates(), len(self.dates), self.shape, len(self.band_names)
+        )
         return SourceAcquisitions(
             dates=list(self.dates),
             bands=bands,
@@ -123,6 +118,20 @@ class StreamedAcquisitions:
             truth_rasters=self.truth_rasters,
             truth_vectors=self.truth_vectors,
         )
+
+
+def stack_dates(
+    slabs: Iterable[Any], n_dates: int, shape: tuple[int, int], n_bands: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Stack ``n_dates`` DateSlab-shaped tuples into bands (T, H, W, B) uint16 and the (T, H, W) masks."""
+    h, w = shape
+    bands = np.zeros((n_dates, h, w, n_bands), dtype=np.uint16)
+    data_mask = np.zeros((n_dates, h, w), dtype=bool)
+    cloud_mask = np.zeros((n_dates, h, w), dtype=bool)
+    probability = np.zeros((n_dates, h, w), dtype=np.uint8)
+    for t, slab in enumerate(slabs):
+        bands[t], data_mask[t], cloud_mask[t], probability[t] = slab
+    return bands, data_mask, cloud_mask, probability
 
 
 #: What a source's ``fetch`` returns: stacked or streamed acquisitions (both have ``iter_dates()``).

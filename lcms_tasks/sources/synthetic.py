@@ -1007,15 +1007,12 @@ def simulate_acquisitions(
 
     The whole stack in memory; :func:`stream_acquisitions` renders the same dates one at a time.
     """
+    from lcms_tasks.sources import stack_dates
+
     dates, rendered = stream_acquisitions(scene, start, end, params, key)
-    h, w = scene.land_cover.shape
-    n_dates = len(dates)
-    bands = np.zeros((n_dates, h, w, _N_BANDS), dtype=np.uint16)
-    data_mask = np.ones((n_dates, h, w), dtype=bool)
-    cloud_mask = np.zeros((n_dates, h, w), dtype=bool)
-    cloud_probability = np.zeros((n_dates, h, w), dtype=np.uint8)
-    for t, date in enumerate(rendered):
-        bands[t], data_mask[t], cloud_mask[t], cloud_probability[t] = date
+    bands, data_mask, cloud_mask, cloud_probability = stack_dates(
+        rendered, len(dates), scene.land_cover.shape, _N_BANDS
+    )
     return Acquisitions(
         dates=dates,
         bands=bands,
