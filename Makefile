@@ -1,4 +1,6 @@
 # LCMS developer commands. `make help` lists them; CI runs `make setup` then `make test`.
+# `make demo` and `make test` set everything up first (once: a stamp keyed to the lock file, the
+# project metadata and this Makefile makes a second run cost nothing; a changed lock re-installs).
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -7,6 +9,7 @@ UV_VERSION ?= 0.13.9
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 UV := $(shell command -v uv 2>/dev/null)
+SETUP_STAMP := $(VENV)/.lcms-setup-stamp
 
 # Airflow on one machine: SQLite metadata database, LocalExecutor, DAGs and plugins from this repo.
 export AIRFLOW_HOME ?= $(CURDIR)/.airflow
@@ -22,8 +25,13 @@ export PATH := $(VENV)/bin:$(PATH)
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
 
-setup: system-deps install airflow-init ## install everything (system packages, .venv from the lock) and initialise Airflow
+setup: $(SETUP_STAMP) ## install everything (system packages, .venv from the lock) and initialise Airflow; idempotent
 	@echo "setup done: $(VENV) ($$($(PY) --version)), Airflow $$(airflow version 2>/dev/null) at $(AIRFLOW_HOME)"
+
+# Re-made when the lock, the project metadata or this Makefile changes (or the venv is gone).
+$(SETUP_STAMP): uv.lock pyproject.toml Makefile
+	$(MAKE) --no-print-directory system-deps install airflow-init
+	touch $@
 
 system-deps: ## Debian packages: headless Chromium (renders the HTML reports in tests)
 	@if ! command -v chromium >/dev/null; then \
@@ -44,27 +52,27 @@ airflow-init: ## create or upgrade Airflow's metadata database (SQLite under .ai
 lock: ## re-resolve dependencies into uv.lock (needs the package registry)
 	uv lock --python python$(PYTHON_VERSION)
 
-lint: ## ruff (incl. Airflow rules)
+lint: $(SETUP_STAMP) ## ruff (incl. Airflow rules)
 	ruff check lcms_tasks plugins dags tests
 	ruff format --check lcms_tasks plugins dags tests
 
-typecheck: ## mypy
+typecheck: $(SETUP_STAMP) ## mypy
 	mypy
 
-test: lint typecheck ## the whole suite: lint, types, unit, real-data, DAG integrity and end-to-end Airflow tests
+test: $(SETUP_STAMP) lint typecheck ## the whole suite (sets up first if needed): lint, types, unit, real-data, DAG integrity, e2e
 	pytest
 
-test-unit: ## unit and real-data tests only (fast)
+test-unit: $(SETUP_STAMP) ## unit and real-data tests only (fast)
 	pytest tests/unit tests/integration
 
-test-dags: ## DAG integrity and end-to-end Airflow tests
+test-dags: $(SETUP_STAMP) ## DAG integrity and end-to-end Airflow tests
 	pytest tests/dags tests/e2e
 
-demo: ## run the demo chain through Airflow (scheduler + executor + SQLite) and print its summary
+demo: $(SETUP_STAMP) ## run the demo chain through Airflow (scheduler + executor + SQLite) and print its summary
 	$(PY) -m lcms_airflow.demo
 
-airflow: ## start the Airflow UI/API server, scheduler and DAG processor on the local metadata database
-	airflow standalone
+airflow: $(SETUP_STAMP) ## the Airflow UI on the local metadata database, http://127.0.0.1:8080 (Ctrl-C stops every component)
+	$(PY) -m lcms_airflow.local_stack
 
 clean: ## remove local data, Airflow state and caches (not .venv)
 	rm -rf lcms-data .airflow .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -18,10 +18,15 @@ log = logging.getLogger("lcms")
 
 
 def _cmd_config_validate(args: argparse.Namespace) -> int:
+    from lcms_tasks.checks import check_project
     from lcms_tasks.config import load_config
     from lcms_tasks.grid import project_tiles
 
     cfg = load_config(args.file)
+    seasons = args.season or list(cfg.seasons)
+    for season in seasons:
+        cfg.season(season)
+    check_project(cfg, config_path=args.file, seasons=seasons)
     tiles = project_tiles(cfg)
     print(f"{args.file}: valid — project {cfg.project!r}, {len(tiles)} tiles, seasons {', '.join(cfg.seasons)}")
     return 0
@@ -53,13 +58,37 @@ def _cmd_tiles_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_inapplicable(args: argparse.Namespace, mapped: bool) -> None:
+    """Refuse option combinations that would not do what they say (one line: why)."""
+    from lcms_tasks.errors import ConfigError
+
+    if not mapped:
+        if args.batch:
+            raise ConfigError(
+                f"--batch: stage {args.stage!r} runs once per season, not per batch of tiles "
+                "(use --tile to restrict it to a tile subset)"
+            )
+        if args.skip_existing:
+            raise ConfigError(
+                f"--skip-existing: stage {args.stage!r} runs once per season and has no per-tile outputs to skip"
+            )
+    if args.subset and not args.batch:
+        raise ConfigError(
+            "--subset only says which tiles the batches of --batch were planned on; to process chosen tiles use --tile"
+        )
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from lcms_tasks import runner
+    from lcms_tasks.checks import check_project
     from lcms_tasks.config import load_config
     from lcms_tasks.context import RunContext
-    from lcms_tasks.grid import project_tiles, select_tiles
+    from lcms_tasks.preflight import check_run
     from lcms_tasks.stages import stage_info
 
+    info = stage_info(args.stage)
+    _refuse_inapplicable(args, info.mapped)
+    params = _parse_params(args.param)
     cfg = load_config(args.config)
     ctx = RunContext.create(
         cfg,
@@ -68,31 +97,41 @@ def _cmd_run(args: argparse.Namespace) -> int:
         config_path=str(Path(args.config).resolve()),
         skip_existing=args.skip_existing,
         upstream_run_id=args.upstream_run_id,
+        params=params,
+        # --batch numbers the batches of the tiles they were planned on (--subset); --tile picks tiles.
+        subset=args.subset if args.batch else args.tile,
     )
+    # Everything that can be checked without imagery, before any work: the config and what it points to,
+    # the batch, the tile subset, the run parameters, and that this stage's inputs exist.
+    check_project(cfg, config_path=args.config, seasons=[ctx.season])
+    if args.batch:
+        runner.tiles_of_batch(ctx, args.batch)
+    check_run(args.stage, ctx)
     out: dict[str, Any]
-    if not stage_info(args.stage).mapped:
+    if not info.mapped:
         out = {
             "stage": args.stage,
             "season": ctx.season,
             "run_id": ctx.run_id,
+            **ctx.coverage(),
             "written": runner.run_stage(args.stage, ctx),
         }
     elif args.batch:
-        out = runner.run_batch(args.stage, args.batch, ctx, args.subset).to_dict()
+        out = runner.run_batch(args.stage, args.batch, ctx).to_dict()
     else:
-        all_tiles = project_tiles(cfg)
-        tiles = select_tiles(all_tiles, args.tile) if args.tile else all_tiles
-        out = runner.run_tiles(args.stage, tiles, ctx).to_dict()
+        out = runner.run_tiles(args.stage, ctx.tiles(), ctx).to_dict()
     print(json.dumps(out, indent=1))
     return 0
 
 
 def _parse_params(items: list[str]) -> dict[str, str]:
+    from lcms_tasks.errors import ConfigError
+
     params: dict[str, str] = {}
     for item in items:
         name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise ValueError(f"--param takes NAME=VALUE, got {item!r}")
+        if not sep or not name.strip():
+            raise ConfigError(f"--param takes NAME=VALUE, got {item!r}")
         params[name.strip()] = value.strip()
     return params
 
@@ -119,11 +158,12 @@ def _reference_legend(args: argparse.Namespace) -> tuple[Any, list[Any] | None]:
 
 
 def _cmd_reference_ingest(args: argparse.Namespace) -> int:
-    from lcms_tasks.reference.crosswalk import read_crosswalk
-    from lcms_tasks.reference.ingest import IngestOptions, ingest_file, write_outputs
+    from lcms_tasks.errors import EmptyResultError
+    from lcms_tasks.reference.crosswalk import CrosswalkSpec, read_chain
+    from lcms_tasks.reference.ingest import IngestOptions, empty_ingest_message, ingest_file, write_outputs
 
     cfg, legend = _reference_legend(args)
-    crosswalk = read_crosswalk(args.crosswalk)
+    crosswalk = read_chain([CrosswalkSpec(Path(step["path"]), *step["columns"]) for step in args.crosswalk])
     legend_name = args.legend or (cfg.classification.legend if cfg is not None else "legend")
     crosswalk.resolve(legend, legend_name=legend_name)
     if legend is None:
@@ -141,6 +181,11 @@ def _cmd_reference_ingest(args: argparse.Namespace) -> int:
     )
     result = ingest_file(source, crosswalk, options, layer=args.layer, to_crs=args.to_crs)
     result.report["legend"] = legend_name if legend is not None else None
+    if result.report["kept"] == 0:
+        message = empty_ingest_message(result.report)
+        log.warning("%s", message)
+        if not args.allow_empty:
+            raise EmptyResultError(f"{message}; nothing written")
     write_outputs(result.frame, Path(args.out), result.report, Path(args.report))
     r = result.report
     print(json.dumps({"out": args.out, "read": r["read"], "kept": r["kept"], "dropped": r["dropped"]}))
@@ -170,6 +215,7 @@ def _cmd_reference_quality(args: argparse.Namespace) -> int:
         legend_name=args.legend,
         previous_map=Path(args.previous_map) if args.previous_map else None,
         under_ratio=args.under_ratio,
+        allow_empty=args.allow_empty,
     )
     spread = report["spread"]
     print(
@@ -188,11 +234,47 @@ def _cmd_reference_quality(args: argparse.Namespace) -> int:
 
 def _add_reference_parser(sub: Any) -> None:
     """The ``lcms reference`` subcommands: ingest, fuse, quality."""
+
+    class CrosswalkSteps(argparse.Action):
+        """``--crosswalk FILE`` adds a step to the chain; ``--crosswalk-columns CODE,TARGET`` names the
+        columns of the ``--crosswalk`` just before it (default ``code,class``)."""
+
+        def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+            steps = [dict(step) for step in getattr(namespace, self.dest, None) or []]
+            if option_string == "--crosswalk":
+                steps.append({"path": str(values), "columns": ("code", "class"), "named": False})
+            else:
+                code, sep, target = str(values).partition(",")
+                if not steps:
+                    parser.error("--crosswalk-columns must follow the --crosswalk whose columns it names")
+                if steps[-1]["named"]:
+                    parser.error(f"--crosswalk {steps[-1]['path']}: --crosswalk-columns given twice")
+                if not sep or not code.strip() or not target.strip() or "," in target:
+                    parser.error(f"--crosswalk-columns takes CODE,TARGET (two column names), got {values!r}")
+                steps[-1].update(columns=(code.strip(), target.strip()), named=True)
+            setattr(namespace, self.dest, steps)
+
     ref = sub.add_parser("reference", help="ingest, fuse and assess reference data (LPIS, cadastre, OSM, labels)")
     ref_sub = ref.add_subparsers(dest="action", required=True)
     p = ref_sub.add_parser("ingest", help="crosswalk and clean one vector source into a reference GeoPackage")
     p.add_argument("source", help="vector file (GeoPackage, Shapefile, .zip, GeoJSON, GeoParquet, .osm.pbf)")
-    p.add_argument("--crosswalk", required=True, help="CSV (code,class[,year][,source]) or YAML {code: class}")
+    p.add_argument(
+        "--crosswalk",
+        required=True,
+        action=CrosswalkSteps,
+        metavar="FILE",
+        help="CSV (code,class[,year][,source]) or YAML {code: class}; repeat to chain crosswalks in order "
+        "(national code -> HCAT3 code -> class): every step's target is the next step's code, the last step's "
+        "a legend class",
+    )
+    p.add_argument(
+        "--crosswalk-columns",
+        dest="crosswalk",
+        action=CrosswalkSteps,
+        metavar="CODE,TARGET",
+        help="the code and target columns of the --crosswalk before it, e.g. original_code,HCAT3_code "
+        "(default code,class)",
+    )
     p.add_argument("--code-column", required=True, help="column of the class code (comma-separated: first non-null)")
     p.add_argument("--year", type=int, help="keep records of this year (with --date-column) / label records with it")
     p.add_argument("--date-column", help="column of dates/years/ranges (a range serves its last year)")
@@ -205,6 +287,11 @@ def _add_reference_parser(sub: Any) -> None:
     p.add_argument("--to-crs", help="output CRS (default: the source's)")
     p.add_argument("--out", required=True, help="output GeoPackage")
     p.add_argument("--report", required=True, help="output JSON report")
+    p.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="keeping 0 records is not an error: write the (empty) outputs and exit 0 with the warning",
+    )
     p.set_defaults(func=_cmd_reference_ingest)
     p = ref_sub.add_parser("fuse", help="merge ingested reference files by priority")
     p.add_argument("out", help="output GeoPackage")
@@ -219,18 +306,108 @@ def _add_reference_parser(sub: Any) -> None:
     p.add_argument("--legend", choices=["land_cover", "crop_type"], help="legend (default: the classifier's)")
     p.add_argument("--previous-map", help="a reporting report.json or a class raster, for class representation")
     p.add_argument("--under-ratio", type=float, default=0.5, help="under-represented: ref share < ratio x map share")
+    p.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="no polygon inside the AOI is not an error: write the report and exit 0 with the warning",
+    )
     p.set_defaults(func=_cmd_reference_quality)
+
+
+def _stages_epilog() -> str:
+    from lcms_tasks.stages import STAGES
+
+    lines = ["stages (in pipeline order):"]
+    for info in STAGES:
+        per = "per tile  " if info.mapped else "per season"
+        lines.append(f"  {info.name:17s} {per}  {info.summary}")
+        for param in info.params:
+            lines.append(f"  {'':17s} --param {param.name}=...: {param.description}")
+    lines += [
+        "",
+        "per-tile stages run on every tile, the tiles of --tile, or one --batch; per-season stages read",
+        "the outputs of every tile, or of the --tile subset. Exit status: 0 done, 1 some tiles failed",
+        "(each listed, errors recorded under <stage>/_run/failures/), 2 bad input (config, options,",
+        "parameters or a missing upstream: one line says what to do).",
+    ]
+    return "\n".join(lines)
+
+
+def _add_run_parser(sub: Any) -> None:
+    from lcms_tasks.stages import stage_names
+
+    p = sub.add_parser(
+        "run",
+        help="run one stage on tiles, a batch, or the season",
+        description="Run one pipeline stage: the entry point an engineer, a Celery worker and an ECS task all call.",
+        epilog=_stages_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("stage", choices=stage_names(), metavar="STAGE", help="the stage to run (listed below)")
+    p.add_argument("--config", required=True, help="project config YAML")
+    p.add_argument("--season", help="season id of the config (default: the latest season)")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument(
+        "--tile",
+        action="append",
+        metavar="TILE",
+        help="tile id (repeatable): per-tile stages process these tiles; per-season stages read only these "
+        "tiles' outputs (a tile subset). Default: every tile of the project",
+    )
+    target.add_argument(
+        "--batch",
+        metavar="BATCH",
+        help="per-tile stages only: process one batch (b0000, b0001, ... as `lcms tiles list` numbers them)",
+    )
+    p.add_argument(
+        "--subset",
+        action="append",
+        metavar="TILE",
+        help="with --batch only: a tile of the subset the batches were planned on (repeatable; the DAGs pass it)",
+    )
+    p.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="per-tile stages only: skip tiles whose output is already complete (resume a run)",
+    )
+    p.add_argument("--run-id", help="run id recorded with the outputs (default: manual__<UTC time>)")
+    p.add_argument("--upstream-run-id", help="run id of the upstream stage run this run follows (lineage)")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="run parameter of the stage (repeatable; see the list below); unknown names and invalid values "
+        "are refused before any work",
+    )
+    _add_debug(p)
+    p.set_defaults(func=_cmd_run)
+
+
+def _add_debug(p: argparse.ArgumentParser) -> None:
+    """``--debug`` after the subcommand too (SUPPRESS: an absent flag keeps the top-level value)."""
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lcms", description="LCMS - Land Cover Monitoring System")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (also with LCMS_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     cfg = sub.add_parser("config", help="validate a project config or print a template")
     cfg_sub = cfg.add_subparsers(dest="action", required=True)
-    p = cfg_sub.add_parser("validate", help="validate FILE (exit 0 if valid; else the field and the problem)")
+    p = cfg_sub.add_parser(
+        "validate",
+        help="validate FILE and everything it points to (exit 0 if valid; else 2 and one line per problem)",
+    )
     p.add_argument("file")
+    p.add_argument(
+        "--season",
+        action="append",
+        help="check the per-season inputs (reference files) of this season only (repeatable; default: every season)",
+    )
+    _add_debug(p)
     p.set_defaults(func=_cmd_config_validate)
     p = cfg_sub.add_parser("template", help="print a commented config template generated from the schema")
     p.set_defaults(func=_cmd_config_template)
@@ -243,25 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_tiles_list)
 
-    p = sub.add_parser("run", help="run one stage on tiles, a batch, or the season")
-    p.add_argument("stage")
-    p.add_argument("--config", required=True)
-    p.add_argument("--season", help="season id (default: the latest season of the config)")
-    target = p.add_mutually_exclusive_group()
-    target.add_argument("--tile", action="append", help="tile id (repeatable); default: all tiles")
-    target.add_argument("--batch", help="batch id, as `lcms tiles list` numbers them")
-    p.add_argument("--subset", action="append", help="with --batch: the tile subset the batches were planned on")
-    p.add_argument("--skip-existing", action="store_true", help="skip tiles whose output is complete")
-    p.add_argument("--run-id", help="run id recorded with the outputs (default: manual__<time>)")
-    p.add_argument("--upstream-run-id", help="run id of the upstream stage this run follows")
-    p.add_argument(
-        "--param",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="stage parameter, e.g. before_season=2023 for change_detection (repeatable)",
-    )
-    p.set_defaults(func=_cmd_run)
+    _add_run_parser(sub)
 
     p = sub.add_parser("stages", help="list the pipeline stages")
     p.set_defaults(func=_cmd_stages)
@@ -270,9 +429,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Exit statuses: 1 some tiles failed (or an unexpected error), 2 bad input, 3 nothing useful produced.
+EXIT_FAILED, EXIT_USAGE, EXIT_EMPTY = 1, 2, 3
+
+
 def main(argv: list[str] | None = None) -> int:
+    import os
+    import traceback
+
+    from lcms_tasks.errors import EmptyResultError, TileFailureError
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = bool(args.debug or os.environ.get("LCMS_DEBUG", "").strip() not in ("", "0", "false"))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -280,12 +449,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except LcmsError as err:
+    except TileFailureError as err:
+        if debug:
+            traceback.print_exc()
+        print(f"error: stage {err.stage!r}: {len(err.failures)} tile(s) failed:", file=sys.stderr)
+        for tile, message in sorted(err.failures.items()):
+            print(f"  {tile}: {message}", file=sys.stderr)
+        return EXIT_USAGE if err.permanent else EXIT_FAILED
+    except EmptyResultError as err:
+        if debug:
+            traceback.print_exc()
+        print(f"warning: {err} (--allow-empty accepts this)", file=sys.stderr)
+        return EXIT_EMPTY
+    except (LcmsError, ValueError, FileNotFoundError) as err:
+        # A user can cause these: one line (or one per problem) naming the culprit, no traceback.
+        if debug:
+            traceback.print_exc()
         print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":  # pragma: no cover

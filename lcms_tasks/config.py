@@ -113,9 +113,9 @@ def _check_legend(classes: list[LegendClass], name: str) -> list[LegendClass]:
 
 
 class LegendsConfig(StrictModel):
-    """Land cover and crop type legends (separate)."""
+    """Land cover and crop type legends (separate; a crop-only project needs no land cover legend)."""
 
-    land_cover: list[LegendClass] = Field(min_length=2, description="Land cover classes.")
+    land_cover: list[LegendClass] = Field(default_factory=list, description="Land cover classes.")
     crop_type: list[LegendClass] = Field(default_factory=list, description="Crop type classes.")
 
     @field_validator("land_cover")
@@ -201,6 +201,16 @@ class ProjectConfig(StrictModel):
 
     # Folder of the config file; relative paths resolve against it. Not part of the schema.
     base_dir: Path = Field(default=Path(), exclude=True, description="(internal) folder of the config file")
+
+    @model_validator(mode="after")
+    def _classified_legend(self) -> ProjectConfig:
+        name = self.classification.legend
+        classes = getattr(self.legends, name)
+        if len(classes) < 2:
+            raise ValueError(
+                f"classification.legend is {name!r}, so legends.{name} needs at least 2 classes (it has {len(classes)})"
+            )
+        return self
 
     @field_validator("seasons")
     @classmethod
@@ -296,14 +306,26 @@ def load_config(path: str | Path, *, check_files: bool = True) -> ProjectConfig:
     """
     p = Path(path).expanduser().resolve()
     if not p.is_file():
-        raise ConfigError("config file not found", path=str(path))
+        raise ConfigError("config file not found" if not p.exists() else "not a file", path=str(path))
     try:
-        text = expand_env(p.read_text(encoding="utf-8"))
-        data = yaml.safe_load(text)
+        raw = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"not a text file (byte {err.start} is not UTF-8): a config is a YAML text file", path=str(path)
+        ) from err
+    except OSError as err:
+        raise ConfigError(f"cannot read: {err.strerror or err}", path=str(path)) from err
+    if "\x00" in raw:
+        raise ConfigError("not a text file (it holds NUL bytes): a config is a YAML text file", path=str(path))
+    try:
+        data = yaml.safe_load(expand_env(raw))
     except ConfigError as err:
         raise ConfigError(str(err), path=str(path)) from err
     except yaml.YAMLError as err:
-        raise ConfigError(f"not valid YAML: {err}", path=str(path)) from err
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"not valid YAML: {where}{problem}", path=str(path)) from err
     cfg = parse_config(data, path=str(path), base_dir=p.parent)
     if check_files:
         from lcms_tasks.grid import load_aoi

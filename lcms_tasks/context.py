@@ -10,6 +10,7 @@ from lcms_tasks.storage import Storage
 
 if TYPE_CHECKING:
     from lcms_tasks.config import ProjectConfig
+    from lcms_tasks.grid import Tile
 
 
 @dataclass
@@ -24,6 +25,11 @@ class RunContext:
     skip_existing: bool = False
     upstream_run_id: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    #: The tile subset this run covers (None: every tile of the project). Per-tile stages run on it;
+    #: per-season stages (merge, training, reporting) read only these tiles' outputs.
+    subset: list[str] | None = None
+    _tiles: list[Tile] | None = field(default=None, init=False, repr=False)
+    _project_tiles: list[Tile] | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def create(
@@ -36,6 +42,7 @@ class RunContext:
         skip_existing: bool = False,
         upstream_run_id: str | None = None,
         params: dict[str, Any] | None = None,
+        subset: list[str] | None = None,
     ) -> RunContext:
         season_id = season or config.default_season()
         config.season(season_id)  # fail early, naming the known seasons
@@ -53,7 +60,37 @@ class RunContext:
             skip_existing=skip_existing,
             upstream_run_id=upstream_run_id,
             params=dict(params or {}),
+            subset=list(dict.fromkeys(subset)) if subset else None,
         )
+
+    def project_tiles(self) -> list[Tile]:
+        """Every tile of the project (the AOI is read once per context)."""
+        if self._project_tiles is None:
+            from lcms_tasks.grid import project_tiles
+
+            self._project_tiles = project_tiles(self.config)
+        return self._project_tiles
+
+    def tiles(self) -> list[Tile]:
+        """The tiles this run covers: the subset, or every tile (``ConfigError`` for ids not in the grid)."""
+        if self._tiles is None:
+            from lcms_tasks.grid import select_tiles
+
+            self._tiles = select_tiles(self.project_tiles(), self.subset)
+        return self._tiles
+
+    @property
+    def is_subset(self) -> bool:
+        """True when the run covers only part of the project's tiles."""
+        return bool(self.subset) and len(self.tiles()) < len(self.project_tiles())
+
+    def coverage(self) -> dict[str, Any]:
+        """What a per-season artefact covers: the tile subset (None: all) and the counts."""
+        return {
+            "tile_subset": [t.id for t in self.tiles()] if self.is_subset else None,
+            "n_tiles": len(self.tiles()),
+            "n_project_tiles": len(self.project_tiles()),
+        }
 
     def tile_uri(self, stage: str, tile_id: str, season: str | None = None) -> str:
         return self.storage.tile_uri(self.config.project, season or self.season, stage, tile_id)

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lcms_tasks.errors import ArtefactMissingError
+from lcms_tasks.errors import ArtefactMissingError, CorruptArtefactError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -225,19 +225,169 @@ class NpyAppender:
         self._fh = None
 
 
+# -- loading ----------------------------------------------------------------------------------------
+
+#: Folders of an EOPatch that hold ``.npy`` / ``.npy.gz`` arrays (eo-learn's array feature types).
+_ARRAY_FOLDERS = (
+    "data",
+    "mask",
+    "scalar",
+    "label",
+    "data_timeless",
+    "mask_timeless",
+    "scalar_timeless",
+    "label_timeless",
+)
+
+
+class CorruptArrayError(CorruptArtefactError):
+    """An array file of a complete EOPatch cannot hold what its ``.npy`` header says.
+
+    ``where``: the artefact (URI, or the local folder); ``file``: the file inside it
+    (``"data/FEATURES.npy"``); ``problem``: what is wrong, in words.
+    """
+
+    def __init__(self, where: str, file: str, problem: str) -> None:
+        self.where = where
+        self.file = file
+        self.problem = problem
+        super().__init__(f"{where.rstrip('/')}/{file}: {problem}")
+
+
+def _read_npy_header(fh: Any) -> tuple[tuple[int, ...], bool, np.dtype[Any], int]:
+    """(shape, fortran order, dtype, offset of the data) from an open ``.npy`` stream at its start."""
+    import numpy as np
+
+    version = np.lib.format.read_magic(fh)
+    # Versions 2.0 and 3.0 share the 4-byte header length; 3.0 only allows UTF-8 in the (ASCII) header text.
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read(fh)
+    return tuple(int(s) for s in shape), bool(fortran), np.dtype(dtype), int(fh.tell())
+
+
+def _described(shape: tuple[int, ...], dtype: np.dtype[Any]) -> tuple[int, str]:
+    nbytes = dtype.itemsize
+    for s in shape:
+        nbytes *= s
+    return nbytes, f"{shape} {dtype.name} = {nbytes} bytes of data"
+
+
+def check_npy(path: Path, where: str, file: str) -> tuple[tuple[int, ...], bool, np.dtype[Any], int]:
+    """Header of the ``.npy`` file at ``path``, checked against the file's size (``CorruptArrayError``).
+
+    Reads the header only (a few hundred bytes): a truncated or padded file is caught before numpy
+    or eo-learn read it whole and fail with an unhelpful reshape error.
+    """
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as fh:
+            shape, fortran, dtype, offset = _read_npy_header(fh)
+    except (ValueError, EOFError, SyntaxError) as err:  # bad magic, header cut short, unparsable header text
+        raise CorruptArrayError(where, file, f"not a readable .npy file ({size} bytes): {err}") from err
+    if not dtype.hasobject:  # pickled objects have no size to check before loading
+        nbytes, said = _described(shape, dtype)
+        held = size - offset
+        if held != nbytes:
+            what = "truncated" if held < nbytes else "header does not match the file size"
+            raise CorruptArrayError(where, file, f"{what}: header says {said}, the file holds {held}")
+    return shape, fortran, dtype, offset
+
+
+def check_npy_gz(path: Path, where: str, file: str) -> None:
+    """Check a gzipped ``.npy`` without decompressing it: its header against the gzip trailer's size.
+
+    Decompresses only the header; the trailer's last 4 bytes hold the uncompressed size (mod 2**32),
+    which a file cut short does not end with (``CorruptArrayError``).
+    """
+    import gzip
+    import zlib
+
+    size = path.stat().st_size
+    try:
+        with gzip.open(path, "rb") as gz:
+            shape, _, dtype, offset = _read_npy_header(gz)
+    except (OSError, EOFError, ValueError, SyntaxError, zlib.error) as err:
+        raise CorruptArrayError(where, file, f"not a readable gzipped .npy file ({size} bytes): {err}") from err
+    if dtype.hasobject:
+        return
+    nbytes, said = _described(shape, dtype)
+    expected = (offset + nbytes) % 2**32
+    with path.open("rb") as fh:
+        fh.seek(-4, 2)
+        recorded = int.from_bytes(fh.read(4), "little")
+    if recorded != expected:
+        raise CorruptArrayError(
+            where,
+            file,
+            f"gzip cut short or corrupt: header says {said}, but the gzip trailer gives an uncompressed size of "
+            f"{recorded} bytes, not {expected} (compressed file of {size} bytes)",
+        )
+
+
+def _array_files(path: Path, features: Sequence[str] | None) -> list[tuple[Path, str]]:
+    """(local file, name inside the EOPatch) of every stored array among ``features`` (None: all)."""
+    if features is None:
+        return [
+            (f, f"{folder}/{f.name}")
+            for folder in _ARRAY_FOLDERS
+            if (path / folder).is_dir()
+            for f in sorted((path / folder).iterdir())
+            if f.name.endswith((".npy", ".npy.gz"))
+        ]
+    out = []
+    for feature in features:
+        if feature.split("/")[0] not in _ARRAY_FOLDERS:
+            continue
+        for suffix in (".npy", ".npy.gz"):
+            f = path / f"{feature}{suffix}"
+            if f.is_file():
+                out.append((f, f"{feature}{suffix}"))
+                break
+    return out
+
+
+def check_arrays(path: Path, where: str, features: Sequence[str] | None = None) -> None:
+    """Check the stored arrays ``features`` (None: all) of the EOPatch in local folder ``path``.
+
+    Raises ``CorruptArrayError`` for the first file whose header does not match its size; an array
+    that is absent is left for the loader to report as missing.
+    """
+    for file, name in _array_files(path, features):
+        if name.endswith(".gz"):
+            check_npy_gz(file, where, name)
+        else:
+            check_npy(file, where, name)
+
+
 def _load_from(path: Path, uri: str, features: Sequence[str] | None) -> EOPatch:
-    """Load ``features`` (``"data/BANDS"``-style names; None: all) of the EOPatch in local folder ``path``."""
+    """Load ``features`` (``"data/BANDS"``-style names; None: all) of the EOPatch in local folder ``path``.
+
+    ``ArtefactMissingError`` if a feature is absent, ``CorruptArtefactError`` (naming the file and the
+    problem) if a file is there but cannot be what it claims.
+    """
+    import gzip
+    import zlib
+
     from eolearn.core import EOPatch, FeatureType
 
     wanted: Any = ... if features is None else [(FeatureType(f.split("/")[0]), f.split("/")[1]) for f in features]
+    check_arrays(path, uri, features)
     try:
         return EOPatch.load(str(path), features=wanted, lazy_loading=False)
-    except (OSError, ValueError) as err:
+    except (gzip.BadGzipFile, EOFError, zlib.error, ValueError) as err:
+        # Past the header checks: a damaged gzip stream (CRC, bad deflate data) or unreadable contents.
+        arrays = [name for _, name in _array_files(path, features)]
+        which = arrays[0] if len(arrays) == 1 else ", ".join(features) if features else "its features"
+        raise CorruptArtefactError(f"{uri}: cannot read {which}: {type(err).__name__}: {err}") from err
+    except OSError as err:
         raise ArtefactMissingError(f"cannot load EOPatch at {uri}: {err}") from err
 
 
 def load(storage: Storage, uri: str, *, features: Sequence[str] | None = None) -> tuple[EOPatch, dict[str, Any]]:
-    """Load the EOPatch at ``uri`` (optionally only ``features`` like ``"data/BANDS"``) and its metadata."""
+    """Load the EOPatch at ``uri`` (optionally only ``features`` like ``"data/BANDS"``) and its metadata.
+
+    ``CorruptArtefactError`` when an array file is truncated or otherwise not what its header says.
+    """
     meta = storage.read_marker(uri)
     with storage.reading_dir(uri) as path:
         patch = _load_from(path, uri, features)
@@ -250,21 +400,22 @@ class StoredArray:
     Supports what chunked stages need — ``shape``, ``ndim``, ``dtype`` and ``a[dates, rows]`` with
     ``dates`` a slice or an index array and ``rows`` a slice — reading only those bytes, so a stage
     never holds a tile's whole input cube (for a given date the rows of a block are contiguous).
+    The header is checked against the file's size on opening (``CorruptArrayError``); ``where`` and
+    ``file`` name the array in messages (default: the local folder and file name).
     """
 
-    def __init__(self, path: Path) -> None:
-        import numpy as np
-
+    def __init__(self, path: Path, *, where: str | None = None, file: str | None = None) -> None:
         self.path = path
-        with path.open("rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = header(fh)
-            self.offset = fh.tell()
+        self.where = where if where is not None else str(path.parent)
+        self.file = file if file is not None else path.name
+        shape, fortran, dtype, offset = check_npy(path, self.where, self.file)
         if fortran or len(shape) != 4:
-            raise ValueError(f"{path}: expected a C-ordered 4-D array, got shape {shape} (fortran={fortran})")
-        self.shape: tuple[int, ...] = tuple(int(s) for s in shape)
-        self.dtype = np.dtype(dtype)
+            raise CorruptArrayError(
+                self.where, self.file, f"expected a C-ordered 4-D array, got shape {shape} (fortran={fortran})"
+            )
+        self.offset = offset
+        self.shape: tuple[int, ...] = shape
+        self.dtype = dtype
         self.ndim = 4
 
     def __getitem__(self, key: tuple[Any, slice]) -> Any:
@@ -284,7 +435,10 @@ class StoredArray:
                 view = memoryview(out[i]).cast("B")
                 got = fh.readinto(view)
                 if got != view.nbytes:
-                    raise OSError(f"{self.path}: short read at date {d} (file truncated?)")
+                    # The size was checked on opening: the file changed underneath the reader.
+                    raise CorruptArrayError(
+                        self.where, self.file, f"truncated: short read at date {d} ({got} of {view.nbytes} bytes)"
+                    )
         return out
 
 
@@ -295,7 +449,8 @@ def open_rows(
     """Open the EOPatch at ``uri``: ``features`` loaded, ``by_rows`` as :class:`StoredArray` readers.
 
     A ``by_rows`` array stored compressed (``storage.compress_arrays``) cannot be read by rows and is
-    loaded whole instead. Yields (patch, marker metadata, {feature: array or reader}).
+    loaded whole instead. Yields (patch, marker metadata, {feature: array or reader}). Every array is
+    checked against its file's size first (``CorruptArtefactError``).
     """
     from eolearn.core import FeatureType
 
@@ -307,7 +462,7 @@ def open_rows(
             npy = path / f"{name}.npy"
             ftype, fname = name.split("/")
             if npy.is_file():
-                arrays[name] = StoredArray(npy)
+                arrays[name] = StoredArray(npy, where=uri, file=f"{name}.npy")
             else:  # stored compressed: cannot be read by rows
                 arrays[name] = _load_from(path, uri, [name])[FeatureType(ftype), fname]
         yield patch, meta, arrays

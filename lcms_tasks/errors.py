@@ -9,11 +9,19 @@ from __future__ import annotations
 
 
 class LcmsError(Exception):
-    """Base class of all LCMS errors."""
+    """Base class of all LCMS errors.
+
+    ``permanent``: retrying the same work cannot help (a bad config, a missing upstream, a corrupt
+    file); orchestrators fail such tasks at once instead of retrying them.
+    """
+
+    permanent = False
 
 
 class ConfigError(LcmsError, ValueError):
-    """A project config (or a file it points to) is invalid."""
+    """A project config (or a file it points to, or a run parameter) is invalid."""
+
+    permanent = True
 
     def __init__(self, message: str, *, path: str | None = None, field: str | None = None) -> None:
         self.path = path
@@ -30,6 +38,28 @@ class ArtefactMissingError(StorageError, FileNotFoundError):
     """An upstream artefact a stage needs is absent or incomplete."""
 
 
+class UpstreamMissingError(ArtefactMissingError):
+    """A stage's input was never produced: the message names the stage, season, tiles and the command to run."""
+
+    permanent = True
+
+    def __init__(self, message: str, *, stage: str, season: str, tiles: list[str] | None = None) -> None:
+        self.stage = stage
+        self.season = season
+        self.tiles = tiles or []
+        super().__init__(message)
+
+
+class CorruptArtefactError(StorageError, ValueError):
+    """An artefact exists and is marked complete, but a file in it cannot be read as what it claims to be."""
+
+    permanent = True
+
+
+class EmptyResultError(LcmsError):
+    """A command ran but produced nothing useful (no polygon kept, none inside the AOI)."""
+
+
 class StageError(LcmsError, RuntimeError):
     """A stage failed on a tile or on the whole run."""
 
@@ -37,8 +67,9 @@ class StageError(LcmsError, RuntimeError):
 class TileFailureError(StageError):
     """Some tiles of a batch failed; the others were written."""
 
-    def __init__(self, stage: str, failures: dict[str, str]) -> None:
+    def __init__(self, stage: str, failures: dict[str, str], *, permanent: bool = False) -> None:
         self.stage = stage
         self.failures = failures
+        self.permanent = permanent
         lines = "; ".join(f"{tile}: {err}" for tile, err in sorted(failures.items()))
         super().__init__(f"stage {stage!r}: {len(failures)} tile(s) failed: {lines}")

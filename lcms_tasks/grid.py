@@ -137,6 +137,12 @@ def load_aoi(cfg: ProjectConfig, *, config_path: str | None = None) -> gpd.GeoDa
         raise ConfigError(f"AOI ({where}) has no CRS; give the file a CRS (e.g. a .prj)", path=config_path, field=field)
     polygonal = frame[~frame.geometry.is_empty & frame.geometry.notna()]
     polygonal = polygonal[polygonal.geometry.geom_type.isin(["Polygon", "MultiPolygon"])]
+    if not polygonal.empty:
+        from lcms_tasks.checks import coordinates_problem
+
+        problem = coordinates_problem(polygonal, f"AOI ({where})")
+        if problem:
+            raise ConfigError(problem, path=config_path, field=field)
     if polygonal.empty or float(polygonal.to_crs(polygonal.estimate_utm_crs()).area.sum()) <= 0:
         raise ConfigError(f"AOI ({where}) has no polygon with a non-zero area", path=config_path, field=field)
     if aoi.region_column and aoi.region_column not in polygonal.columns:
@@ -209,13 +215,17 @@ def project_tiles(cfg: ProjectConfig) -> list[Tile]:
 
 
 def select_tiles(tiles: list[Tile], subset: list[str] | None) -> list[Tile]:
-    """Tiles restricted to ``subset`` ids (``ValueError`` naming ids not in the project)."""
+    """Tiles restricted to ``subset`` ids (``ConfigError`` naming ids not in the project)."""
     if not subset:
         return tiles
     by_id = {t.id: t for t in tiles}
     unknown = [t for t in subset if t not in by_id]
     if unknown:
-        raise ValueError(f"tile id(s) not in this project's grid: {', '.join(unknown)}")
+        shown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+        raise ConfigError(
+            f"{len(unknown)} tile id(s) not in this project's grid: {shown} (`lcms tiles list CONFIG` lists them)",
+            field="tiles",
+        )
     return [by_id[t] for t in dict.fromkeys(subset)]
 
 

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lcms_tasks.context import RunContext
-from lcms_tasks.errors import TileFailureError
-from lcms_tasks.grid import Tile, make_batches, project_tiles, select_tiles
+from lcms_tasks.errors import LcmsError, TileFailureError
+from lcms_tasks.grid import Tile, make_batches, select_tiles
 from lcms_tasks.stages import get_stage, stage_info
 
 log = logging.getLogger(__name__)
@@ -40,20 +40,31 @@ class BatchResult:
         return asdict(self)
 
 
+def _run_tiles(ctx: RunContext, subset: list[str] | None) -> list[Tile]:
+    return select_tiles(ctx.project_tiles(), subset) if subset is not None else ctx.tiles()
+
+
 def tiles_of_batch(ctx: RunContext, batch_id: str, subset: list[str] | None = None) -> list[Tile]:
-    """Tiles of ``batch_id`` as :func:`plan_batches` numbers them."""
-    tiles = select_tiles(project_tiles(ctx.config), subset)
-    for batch in make_batches(tiles, ctx.config.grid.batch_size):
+    """Tiles of ``batch_id`` as :func:`plan_batches` numbers them (over ``subset``, default the run's tiles)."""
+    from lcms_tasks.errors import ConfigError
+
+    tiles = _run_tiles(ctx, subset)
+    batches = make_batches(tiles, ctx.config.grid.batch_size)
+    for batch in batches:
         if batch.id == batch_id:
             by_id = {t.id: t for t in tiles}
             return [by_id[t] for t in batch.tile_ids]
-    raise ValueError(f"no batch {batch_id!r} in project {ctx.config.project!r} ({len(tiles)} tiles)")
+    last = batches[-1].id if batches else "none"
+    raise ConfigError(
+        f"no batch {batch_id!r} among the {len(batches)} batch(es) of {len(tiles)} tile(s) of project "
+        f"{ctx.config.project!r} (b0000 ... {last}; `lcms tiles list` shows them)",
+        field="batch",
+    )
 
 
 def plan_batches(ctx: RunContext, subset: list[str] | None = None) -> list[dict[str, Any]]:
-    """The batches of the project's tiles (or of ``subset``), as dicts for task mapping."""
-    tiles = select_tiles(project_tiles(ctx.config), subset)
-    return [b.to_dict() for b in make_batches(tiles, ctx.config.grid.batch_size)]
+    """The batches of the run's tiles (or of ``subset``), as dicts for task mapping."""
+    return [b.to_dict() for b in make_batches(_run_tiles(ctx, subset), ctx.config.grid.batch_size)]
 
 
 def run_tiles(stage_name: str, tiles: list[Tile], ctx: RunContext, *, raise_on_failure: bool = True) -> BatchResult:
@@ -62,6 +73,7 @@ def run_tiles(stage_name: str, tiles: list[Tile], ctx: RunContext, *, raise_on_f
         raise ValueError(f"stage {stage_name!r} runs once per season, not per tile; use run_stage")
     stage = get_stage(stage_name)
     result = BatchResult(stage=stage_name, season=ctx.season, run_id=ctx.run_id)
+    permanent: list[str] = []
     start = time.perf_counter()
     for tile in tiles:
         if ctx.skip_existing and ctx.storage.is_complete(ctx.tile_uri(stage_name, tile.id)):
@@ -72,7 +84,12 @@ def run_tiles(stage_name: str, tiles: list[Tile], ctx: RunContext, *, raise_on_f
         try:
             result.written[tile.id] = list(stage.run(tile, ctx))
         except Exception as err:  # one bad tile must not stop the batch; it is recorded and re-raised below
-            log.exception("%s %s failed", stage_name, tile.id)
+            if isinstance(err, LcmsError) and err.permanent:
+                # The message says it all (file, field, what to do); the traceback goes to the failure record.
+                log.error("%s %s failed: %s", stage_name, tile.id, err)
+                permanent.append(tile.id)
+            else:
+                log.exception("%s %s failed", stage_name, tile.id)
             result.failed[tile.id] = f"{type(err).__name__}: {err}"
             ctx.storage.write_json(
                 ctx.run_uri(stage_name, "failures", ctx.run_id, f"{tile.id}.json"),
@@ -87,12 +104,13 @@ def run_tiles(stage_name: str, tiles: list[Tile], ctx: RunContext, *, raise_on_f
             log.info("%s %s: done in %.1f s", stage_name, tile.id, time.perf_counter() - t0)
     result.seconds = time.perf_counter() - start
     if result.failed and raise_on_failure:
-        raise TileFailureError(stage_name, result.failed)
+        # Retrying cannot help when every failure is permanent (bad input, missing upstream).
+        raise TileFailureError(stage_name, result.failed, permanent=len(permanent) == len(result.failed))
     return result
 
 
 def run_batch(stage_name: str, batch_id: str, ctx: RunContext, subset: list[str] | None = None) -> BatchResult:
-    """Run a mapped stage on one batch of tiles."""
+    """Run a mapped stage on one batch of the run's tiles (``subset``: the tiles the batches were planned on)."""
     return run_tiles(stage_name, tiles_of_batch(ctx, batch_id, subset), ctx)
 
 

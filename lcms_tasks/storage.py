@@ -188,6 +188,21 @@ class Storage:
         except Exception:  # botocore ClientError 404 -> absent
             return False
 
+    def complete_children(self, uri: str) -> set[str]:
+        """Names of the folders directly below ``uri`` that are complete (one listing, not one request each)."""
+        if self.scheme == "file":
+            path = self.local_path(uri)
+            if not path.is_dir():
+                return set()
+            return {p.name for p in path.iterdir() if not p.name.startswith(".") and (p / MARKER).is_file()}
+        prefix = self._key(uri).rstrip("/") + "/"
+        names = set()
+        for key in self._s3_list(prefix):
+            parts = key[len(prefix) :].split("/")
+            if len(parts) == 2 and parts[1] == MARKER and not parts[0].startswith("."):
+                names.add(parts[0])
+        return names
+
     def read_marker(self, uri: str) -> dict[str, Any]:
         """The completion metadata of ``uri`` (``ArtefactMissingError`` if incomplete or absent)."""
         if not self.is_complete(uri):

@@ -29,6 +29,14 @@ Rules (the contract of ``lcms reference ingest``):
   almost always a wrong layer or a broken export), as are a missing, unreadable or CRS-less
   file and a missing code column. Nothing is written on error; outputs are written to a
   temporary name and renamed.
+* Keeping zero records (every code unknown, every record of another year...) makes nothing
+  useful: the CLI logs a warning naming the drop reasons and the unknown codes per crosswalk
+  step (:func:`empty_ingest_message`) and fails with ``EmptyResultError`` (nothing written)
+  unless ``--allow-empty``, which writes the empty GeoPackage and the report.
+* The crosswalk may be a chain (national code -> HCAT3 code -> class, see
+  :mod:`lcms_tasks.reference.crosswalk`): a record whose code is lost at any step is
+  ``unknown_code``; the report's ``crosswalk_steps`` lists per step the codes (as looked up at
+  that step) it did not know, and their counts add up to ``dropped.unknown_code``.
 
 Fusion (:func:`fuse_frames`) merges several ingested files: on a conflicting overlap the
 higher ``priority`` wins (the lower polygon loses the overlap, and is dropped as
@@ -54,8 +62,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lcms_tasks.errors import ConfigError
-from lcms_tasks.reference.crosswalk import Crosswalk, normalise_code
-from lcms_tasks.reference.sources import NULL_CODE
+from lcms_tasks.reference.crosswalk import Crosswalk, CrosswalkChain, as_chain, normalise_code
+from lcms_tasks.reference.sources import NULL_CODE, gdal_path
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -177,12 +185,12 @@ def record_year(value: Any) -> int | None:
 # -- reading ------------------------------------------------------------------------------------------
 
 
-def read_vector(path: Path, layer: str | None = None) -> gpd.GeoDataFrame:
+def read_vector(path: Path, layer: str | None = None, *, allow_empty: bool = False) -> gpd.GeoDataFrame:
     """Read any vector file GDAL reads (and GeoParquet) as a GeoDataFrame with a CRS and records.
 
     ``.zip`` goes through ``/vsizip/``, ``.osm``/``.pbf`` default to the OSM driver's
     ``multipolygons`` layer. ``ConfigError`` names the file and the problem: missing, empty
-    (0 bytes or 0 records), unreadable/corrupt, or without a CRS.
+    (0 bytes, or 0 records unless ``allow_empty``), unreadable/corrupt, or without a CRS.
     """
     import geopandas as gpd
 
@@ -203,7 +211,7 @@ def read_vector(path: Path, layer: str | None = None) -> gpd.GeoDataFrame:
                 ) from None
             frame = gpd.read_parquet(path)
         else:
-            src = f"/vsizip/{path.resolve()}" if name.endswith(".zip") else str(path)
+            src = gdal_path(path)
             if name.endswith((".osm.pbf", ".pbf", ".osm")):
                 import fiona
 
@@ -215,7 +223,7 @@ def read_vector(path: Path, layer: str | None = None) -> gpd.GeoDataFrame:
         raise
     except Exception as err:  # GDAL/fiona/arrow raise many types; all mean "cannot read this file"
         raise ConfigError(f"cannot read {where}: {err}") from err
-    if len(frame) == 0:
+    if len(frame) == 0 and not allow_empty:
         raise ConfigError(f"{where} has no records (0 features); check the layer or the export")
     if frame.crs is None:
         raise ConfigError(f"{where} has no CRS; give it one (e.g. a .prj next to a Shapefile, or ogr2ogr -a_srs)")
@@ -451,11 +459,15 @@ def check_accounting(report: dict[str, Any], where: str) -> None:
         )
 
 
-def ingest_frame(frame: gpd.GeoDataFrame, crosswalk: Crosswalk, options: IngestOptions) -> IngestResult:
+def ingest_frame(
+    frame: gpd.GeoDataFrame, crosswalk: Crosswalk | CrosswalkChain, options: IngestOptions
+) -> IngestResult:
     """Clean and crosswalk ``frame`` (any CRS) following the module's rules.
 
-    ``crosswalk`` must be resolved (:meth:`Crosswalk.resolve`). Returns the kept polygons with
-    the output columns (geometry in ``frame``'s CRS, as MultiPolygons) and the report.
+    ``crosswalk`` (one crosswalk or a chain) must be resolved (:meth:`Crosswalk.resolve`). Returns
+    the kept polygons with the output columns (geometry in ``frame``'s CRS, as MultiPolygons) and
+    the report. ``unknown_codes`` lists the records' own codes; ``crosswalk_steps`` says per step
+    which codes (as looked up at that step, e.g. the HCAT3 code of a national code) were unknown.
     """
     import geopandas as gpd
     import shapely
@@ -479,15 +491,19 @@ def ingest_frame(frame: gpd.GeoDataFrame, crosswalk: Crosswalk, options: IngestO
                 reason[i] = "other_year"
 
     scope = tuple(s for s in (options.source_type, Path(options.source_file).stem) if s)
+    chain = as_chain(crosswalk)
     class_id = np.zeros(n, np.int64)
     class_name = np.full(n, "", dtype=object)
     unknown: Counter[str] = Counter()
+    unknown_at: list[Counter[str]] = [Counter() for _ in chain.steps]
     excluded: Counter[str] = Counter()
     for i in np.flatnonzero(reason == ""):
-        hit = crosswalk.lookup(codes[i], year=years[i], source=scope)
+        trace = chain.trace(codes[i], year=years[i], source=scope)
+        hit = trace.cls
         if hit is None:
             reason[i] = "unknown_code"
             unknown[codes[i]] += 1
+            unknown_at[trace.step if trace.step is not None else 0][trace.code] += 1
         elif hit.id == 0:
             reason[i] = "excluded_code"
             excluded[codes[i]] += 1
@@ -563,7 +579,20 @@ def ingest_frame(frame: gpd.GeoDataFrame, crosswalk: Crosswalk, options: IngestO
         "source_file": options.source_file,
         "source_type": options.source_type,
         "code_columns": list(options.code_columns),
-        "crosswalk": str(crosswalk.path),
+        "crosswalk": chain.describe(),
+        "crosswalk_steps": [
+            {
+                "file": str(step.path),
+                "code_column": step.code_column,
+                "target_column": step.target_column,
+                "target": "class" if k == len(chain) - 1 else "code",
+                "rows": len(step),
+                "rows_without_code_skipped": len(step.skipped_lines),
+                "unknown": int(sum(unknown_at[k].values())),
+                "unknown_codes": _by_count(unknown_at[k]),
+            }
+            for k, step in enumerate(chain.steps)
+        ],
         "crs": frame.crs.to_string() if frame.crs is not None else None,
         "year": options.year,
         "date_column": options.date_column,
@@ -575,15 +604,34 @@ def ingest_frame(frame: gpd.GeoDataFrame, crosswalk: Crosswalk, options: IngestO
         "repaired": int(repaired[kept].sum()),
         "repaired_total": int(repaired.sum()),
         "trimmed": int(trimmed[kept].sum()),
-        "unknown_codes": dict(sorted(unknown.items(), key=lambda kv: (-kv[1], kv[0]))),
-        "excluded_codes": dict(sorted(excluded.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "unknown_codes": _by_count(unknown),
+        "excluded_codes": _by_count(excluded),
         "classes": _class_rows(class_id[kept].tolist(), [str(v) for v in class_name[kept]], areas[kept].tolist()),
         "kept_area_m2": float(areas[kept].sum()),
         "years": {str(k): v for k, v in sorted(year_counts.items())},
         "rules": {"overlap": OVERLAP_RULE, "dates": DATE_RULE, "record_id": "0-based position in the file"},
     }
     check_accounting(report, where)
+    if sum(step["unknown"] for step in report["crosswalk_steps"]) != report["dropped"]["unknown_code"]:
+        raise AssertionError(f"{where}: unknown codes per crosswalk step do not add up to dropped.unknown_code")
     return IngestResult(out, report)
+
+
+def _by_count(counts: Counter[str]) -> dict[str, int]:
+    """``counts`` as a dict, most frequent first (ties by code)."""
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def empty_ingest_message(report: dict[str, Any]) -> str:
+    """Why an ingestion kept nothing, in one line: what was read, the drop reasons, the unknown codes per step."""
+    dropped = {k: v for k, v in report["dropped"].items() if v}
+    parts = [f"reference file {report['source_file']}: kept 0 of {report['read']} record(s) (dropped: {dropped})"]
+    for k, step in enumerate(report.get("crosswalk_steps", [])):
+        if step["unknown"]:
+            codes = list(step["unknown_codes"].items())
+            shown = ", ".join(f"{c!r} x{n}" for c, n in codes[:10]) + (", ..." if len(codes) > 10 else "")
+            parts.append(f"unknown at crosswalk step {k + 1} ({step['file']}, column {step['code_column']!r}): {shown}")
+    return "; ".join(parts)
 
 
 # -- writing ------------------------------------------------------------------------------------------
@@ -619,7 +667,7 @@ def write_outputs(frame: gpd.GeoDataFrame, out: Path, report: dict[str, Any], re
 
 def ingest_file(
     source: Path,
-    crosswalk: Crosswalk,
+    crosswalk: Crosswalk | CrosswalkChain,
     options: IngestOptions,
     *,
     layer: str | None = None,
@@ -650,8 +698,11 @@ def ingest_file(
 # -- fusion ---------------------------------------------------------------------------------------------
 
 
-def read_ingested(path: Path) -> gpd.GeoDataFrame:
-    """An ingested GeoPackage (``ConfigError`` naming the file and the missing columns otherwise)."""
+def read_ingested(path: Path, *, allow_empty: bool = False) -> gpd.GeoDataFrame:
+    """An ingested GeoPackage (``ConfigError`` naming the file and the missing columns otherwise).
+
+    ``allow_empty``: a file without polygons (``ingest --allow-empty``) is read as an empty frame.
+    """
     import fiona
 
     layers: list[str] = []
@@ -660,7 +711,7 @@ def read_ingested(path: Path) -> gpd.GeoDataFrame:
             layers = list(fiona.listlayers(str(path)))
         except Exception:  # not a GeoPackage: read_vector names the problem below
             layers = []
-    frame = read_vector(path, OUTPUT_LAYER if OUTPUT_LAYER in layers else None)
+    frame = read_vector(path, OUTPUT_LAYER if OUTPUT_LAYER in layers else None, allow_empty=allow_empty)
     missing = [c for c in OUTPUT_COLUMNS if c not in frame.columns]
     if missing:
         raise ConfigError(

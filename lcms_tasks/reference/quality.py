@@ -16,6 +16,9 @@
 * the years with data per class (``year`` column; 0 = unknown).
 
 Overlapping reference polygons are each counted (areas are polygon areas, not ground areas).
+A reference of which no polygon falls inside the AOI (or that holds no polygon at all) makes
+no useful report: :func:`write_quality` logs a warning and raises ``EmptyResultError`` (exit
+status 3 of the CLI) unless ``allow_empty`` (``--allow-empty``), which writes the report anyway.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lcms_tasks.errors import ConfigError
+from lcms_tasks.errors import ConfigError, EmptyResultError
 from lcms_tasks.reference.ingest import metric_areas
 
 if TYPE_CHECKING:
@@ -107,7 +110,7 @@ def region_statistics(
     """
     import shapely
 
-    crs = ref.crs if ref.crs is not None and ref.crs.is_projected else ref.estimate_utm_crs()
+    crs = _metric_crs(ref, aoi)
     geoms = ref.geometry.to_crs(crs).to_numpy()
     classes = ref["class_id"].to_numpy().astype(int)
     aoi_m = aoi.to_crs(crs)
@@ -124,6 +127,30 @@ def region_statistics(
         regions.append(_zone_entry(name, areas, classes))
     outside = shapely.area(shapely.difference(geoms, taken)) if taken is not None else shapely.area(geoms)
     return regions, _zone_entry("outside AOI", outside, classes), crs.to_string()
+
+
+def _metric_crs(ref: gpd.GeoDataFrame, aoi: gpd.GeoDataFrame) -> Any:
+    """The reference's CRS if projected, else its UTM zone (the AOI's when the reference is empty)."""
+    if ref.crs is not None and ref.crs.is_projected:
+        return ref.crs
+    return ref.estimate_utm_crs() if len(ref) else aoi.estimate_utm_crs()
+
+
+def polygons_inside(ref: gpd.GeoDataFrame, aoi: gpd.GeoDataFrame) -> int:
+    """How many polygons of ``ref`` share some area with the AOI (touching its edge is not enough)."""
+    import shapely
+
+    if len(ref) == 0 or len(aoi) == 0:
+        return 0
+    crs = _metric_crs(ref, aoi)
+    area = shapely.union_all(aoi.to_crs(crs).geometry.to_numpy())
+    geoms = ref.geometry.to_crs(crs).to_numpy()
+    return int((shapely.area(shapely.intersection(geoms, area)) > 0).sum())
+
+
+def _bounds_text(frame: gpd.GeoDataFrame) -> str:
+    lon0, lat0, lon1, lat1 = (float(v) for v in frame.to_crs(4326).total_bounds)
+    return f"longitude {lon0:.4f}..{lon1:.4f}, latitude {lat0:.4f}..{lat1:.4f}"
 
 
 def _zone_entry(name: str, areas: np.ndarray, classes: np.ndarray) -> dict[str, Any]:
@@ -244,6 +271,7 @@ def quality_report(
         "project": cfg.project,
         "legend": legend_name or cfg.classification.legend,
         "n_polygons": len(ref),
+        "n_polygons_inside_aoi": polygons_inside(ref, aoi),
         "area_m2": float(areas.sum()),
         "classes": per_class,
         "tiles": tile_rows,
@@ -421,20 +449,32 @@ def write_quality(
     legend_name: str | None = None,
     previous_map: Path | None = None,
     under_ratio: float = UNDER_RATIO,
+    allow_empty: bool = False,
 ) -> dict[str, Any]:
     """Compute the quality report of ``ref_path`` and write JSON, HTML and PNGs to ``out_dir``.
 
     Everything is rendered in a temporary folder next to ``out_dir`` first, then moved in
-    file by file (the JSON last), so a failure leaves no partial report.
+    file by file (the JSON last), so a failure leaves no partial report. When no polygon of
+    the reference falls inside the AOI: a warning, and ``EmptyResultError`` (nothing written)
+    unless ``allow_empty``.
     """
     from lcms_tasks.grid import load_aoi, tiles_for_aoi
     from lcms_tasks.reference.ingest import read_ingested
 
-    ref = read_ingested(ref_path)
+    ref = read_ingested(ref_path, allow_empty=True)
     report = quality_report(
         ref, cfg, legend_name=legend_name, previous_map=previous_map, under_ratio=under_ratio, source=str(ref_path)
     )
     aoi = load_aoi(cfg)
+    if report["n_polygons_inside_aoi"] == 0:
+        where = f"; the reference lies at {_bounds_text(ref)}" if len(ref) else ""
+        message = (
+            f"reference file {ref_path}: none of its {len(ref)} polygon(s) falls inside the AOI of project "
+            f"{cfg.project!r} ({_bounds_text(aoi)}){where}"
+        )
+        log.warning("%s", message)
+        if not allow_empty:
+            raise EmptyResultError(f"{message}; no quality report written")
     tiles = tiles_for_aoi(aoi, cfg.grid)
     out_dir.mkdir(parents=True, exist_ok=True)
     images = {"class_areas": "class_areas.png", "density": "density.png"}

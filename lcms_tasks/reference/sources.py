@@ -48,9 +48,11 @@ class SourceStats:
     unlabelled_codes: Counter[str] = field(default_factory=Counter)  # code -> polygons mapped to 0 on purpose
     non_polygon: int = 0  # points/lines/empty geometries skipped
     too_small: int = 0  # below min_polygon_area_m2
+    # Crosswalk chains only: per step, {file, unknown: {code as looked up at that step: polygons}}.
+    unknown_codes_by_step: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "polygons_read": self.polygons_read,
             "polygons_used": self.polygons_used,
             "unknown_codes": dict(sorted(self.unknown_codes.items())),
@@ -58,6 +60,9 @@ class SourceStats:
             "non_polygon": self.non_polygon,
             "too_small": self.too_small,
         }
+        if self.unknown_codes_by_step:
+            out["unknown_codes_by_step"] = self.unknown_codes_by_step
+        return out
 
 
 def code_key(value: Any) -> str:
@@ -163,6 +168,15 @@ def labels_for_codes(
 # -- vector files -----------------------------------------------------------------------------------
 
 
+def gdal_path(path: Path) -> str:
+    """The name GDAL opens ``path`` by: a ``.zip`` (e.g. a zipped Shapefile) as the folder ``/vsizip/...``.
+
+    Opened by its own name, GDAL recognises only ``.shz`` / ``.shp.zip`` archives and reports any
+    other zip as "not recognized as being in a supported file format".
+    """
+    return f"/vsizip/{path.resolve()}" if path.name.lower().endswith(".zip") else str(path)
+
+
 @dataclass(frozen=True)
 class VectorInfo:
     """Cheap facts about a vector file: CRS (WKT or None) and attribute columns."""
@@ -184,7 +198,7 @@ def _vector_info(path: str, mtime_ns: int, layer: str | None) -> VectorInfo:
 
     del mtime_ns  # part of the cache key only: a changed file is inspected again
     try:
-        with fiona.open(path, layer=layer) as src:
+        with fiona.open(gdal_path(Path(path)), layer=layer) as src:
             crs = src.crs.to_wkt() if src.crs else None
             columns = tuple(src.schema["properties"])
     except Exception as err:  # fiona/GDAL raise many types; all mean "cannot read this file"
@@ -263,14 +277,15 @@ def read_reference_file(
         raise ConfigError(f"reference file {path} has no class column {class_column!r}; columns: {list(info.columns)}")
     window = tile_window(bounds, tile_crs, info.crs_wkt)
     mtime = _mtime(path)
+    name = gdal_path(path)
     try:
         if path.stat().st_size <= WHOLE_FILE_MAX_BYTES:
-            whole = _read_whole(str(path), mtime, layer, (class_column,))
+            whole = _read_whole(name, mtime, layer, (class_column,))
             hits = whole.sindex.query(window, predicate="intersects")
             frame = whole.iloc[np.sort(hits)]
         else:
             bbox = [float(v) for v in window.bounds]
-            frame = _read_window(str(path), mtime, layer, (class_column,), (bbox[0], bbox[1], bbox[2], bbox[3]))
+            frame = _read_window(name, mtime, layer, (class_column,), (bbox[0], bbox[1], bbox[2], bbox[3]))
     except ConfigError:
         raise
     except Exception as err:  # GDAL errors of every kind: name the file

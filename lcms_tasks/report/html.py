@@ -3,6 +3,11 @@
 Plots use the Agg backend only (set inside each function, before pyplot is
 imported) so reporting runs on headless workers. Every string that comes from
 data (class, region, tile names, error texts) is HTML-escaped.
+
+The page is for operators: every label is words, never a report.json key
+(stages, figures and options have declared labels; an undeclared key falls back
+to its words), class ids are shown with their legend names, a tile subset is
+said at the top, and options are shown as configured, apart from the sums.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from lcms_tasks.report.stats import ClassInfo
+from lcms_tasks.report.stats import ClassInfo, value_at
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +175,7 @@ th { background: #f2f2f2; } td.l, th.l { text-align: left; }
 .swatch { display: inline-block; width: 0.9em; height: 0.9em; border: 1px solid #444; vertical-align: middle;
   margin-right: 0.4em; }
 .warn { color: #a04000; } img { max-width: 100%; border: 1px solid #eee; }
+.subset { border: 1px solid #a04000; background: #fff4e5; padding: 0.4em 0.8em; }
 """
 
 
@@ -195,11 +201,13 @@ def pct(value: Any) -> str:
     return "–" if value is None else f"{100 * float(value):.1f} %"
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> str:
-    """An HTML table; ``rows`` cells are already-escaped HTML; the first ``left`` columns align left."""
-    head = "".join(f'<th class="{"l" if i < left else ""}">{esc(h)}</th>' for i, h in enumerate(headers))
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1, left_cols: Sequence[int] = ()) -> str:
+    """An HTML table; ``rows`` cells are already-escaped HTML; the first ``left`` columns, and the
+    ``left_cols``, align left (text), the others right (numbers)."""
+    lefts = set(range(left)) | set(left_cols)
+    head = "".join(f'<th class="{"l" if i in lefts else ""}">{esc(h)}</th>' for i, h in enumerate(headers))
     body = "".join(
-        "<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{c}</td>' for i, c in enumerate(r)) + "</tr>"
+        "<tr>" + "".join(f'<td class="{"l" if i in lefts else ""}">{c}</td>' for i, c in enumerate(r)) + "</tr>"
         for r in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -211,6 +219,174 @@ def _swatch(color: str | None) -> str:
 
 def _card(key: str, value: str) -> str:
     return f'<div class="card"><div class="v">{value}</div><div class="k">{esc(key)}</div></div>'
+
+
+# -- labels: every key shown on the page is shown as words ------------------------------------------
+
+#: Pipeline stages as the page names them.
+STAGE_LABELS: dict[str, str] = {
+    "download": "download",
+    "features": "features",
+    "add_reference": "add reference",
+    "sampling": "sampling",
+    "merge_features": "merge features",
+    "training": "training",
+    "prediction": "prediction",
+    "postprocessing": "post-processing",
+    "change_detection": "change detection",
+    "reporting": "reporting",
+    "missing": "missing",
+}
+
+#: Totalled marker figures (dotted paths of :data:`lcms_tasks.report.stats.ADDITIVE_FIGURES`).
+FIGURE_LABELS: dict[str, str] = {
+    "labelled_pixels": "labelled pixels",
+    "samplable_total": "samplable pixels (eroded borders and no data excluded)",
+    "no_data_labelled_pixels": "labelled pixels without imagery",
+    "class_pixels": "labelled pixels per class",
+    "samplable_pixels": "samplable pixels per class",
+    "overlap.overlap_pixels": "pixels under overlapping polygons",
+    "overlap.conflict_pixels": "pixels under overlapping polygons of different classes",
+    "overlap.conflict_resolved_pixels": "conflicting pixels resolved by priority",
+    "overlap.conflict_dropped_pixels": "conflicting pixels left unlabelled",
+    "unknown_codes": "polygons with codes missing from the crosswalk, per code",
+    "polygons_read": "polygons read (a polygon on several tiles counts once per tile)",
+    "polygons_used": "polygons used",
+    "polygons_rasterised": "polygons rasterised",
+    "non_polygon": "geometries that are not polygons",
+    "too_small": "polygons below the minimum area",
+    "unlabelled_codes": "polygons whose code maps to no label, per code",
+    "n_samples": "samples",
+    "per_class": "samples per class",
+}
+
+#: Per-source figures of add_reference (``sources.*`` paths), shown inline in one row per source.
+SOURCE_FIGURE_LABELS: dict[str, str] = {
+    "polygons_read": "polygons read",
+    "polygons_used": "used",
+    "non_polygon": "not polygons",
+    "too_small": "below the minimum area",
+    "unknown_codes": "codes missing from the crosswalk",
+    "unlabelled_codes": "codes mapped to no label",
+}
+
+#: Stage options as the page names them (``options`` section of report.json).
+OPTION_LABELS: dict[str, dict[str, str]] = {
+    "add_reference": {
+        "sources": "reference sources",
+        "overlap_rule": "overlapping polygons of different classes",
+        "erosion_px": "border erosion (pixels)",
+        "erosion_per_class": "border erosion per class (pixels)",
+        "min_polygon_area_m2": "minimum polygon area (m²)",
+    },
+    "sampling": {
+        "max_per_class": "samples per class and tile, at most",
+        "fraction": "share of each class's samplable pixels drawn",
+        "min_per_class": "samples per class and tile, at least (when drawing a share)",
+        "seed": "random seed",
+    },
+}
+
+_OVERLAP_RULES = {
+    "priority": "the higher priority wins, ties stay unlabelled",
+    "drop": "conflicting pixels stay unlabelled",
+}
+
+
+def words(key: str) -> str:
+    """A key as words: its label where one is declared, else with underscores as spaces."""
+    return FIGURE_LABELS.get(key) or STAGE_LABELS.get(key) or key.replace("_", " ").replace(".", ": ")
+
+
+def stage_label(stage: str) -> str:
+    return STAGE_LABELS.get(stage, words(stage))
+
+
+def _class_name(cid: Any, names: Mapping[int, str]) -> str:
+    """A class as the page shows it: its legend name, or 'class N' for an id outside the legend."""
+    try:
+        return names.get(int(cid)) or f"class {int(cid)}"
+    except (TypeError, ValueError):
+        return str(cid)
+
+
+def _id_order(key: Any) -> tuple[int, str]:
+    return (int(key), "") if str(key).isdigit() else (1 << 30, str(key))
+
+
+def _per_class(counts: Mapping[str, Any], names: Mapping[int, str]) -> str:
+    """'cropland 1,234; forest 56' from {class id: count}, in id order (escaped HTML)."""
+    if not counts:
+        return "none"
+    return "; ".join(f"{esc(_class_name(k, names))} {fmt(counts[k])}" for k in sorted(counts, key=_id_order))
+
+
+def _per_code(counts: Mapping[str, Any]) -> str:
+    """'999: 4; 12: 1' from {code: count}: codes are the reference's own data, shown as they are."""
+    if not counts:
+        return "none"
+    return "; ".join(f"{esc(k)}: {fmt(v)}" for k, v in counts.items())
+
+
+def describe_source(source: Mapping[str, Any]) -> str:
+    """A configured reference source in words (escaped HTML)."""
+    if source.get("type") == "synthetic_truth":
+        return (
+            f"synthetic truth parcels: {pct(source.get('tile_fraction'))} of the tiles, "
+            f"{pct(source.get('parcel_fraction'))} of their parcels (seed {fmt(source.get('seed'))}, "
+            f"priority {fmt(source.get('priority'))})"
+        )
+    seasons = source.get("seasons")
+    return (
+        f"file <code>{esc(source.get('path'))}</code>, classes from column <code>{esc(source.get('class_column'))}"
+        f"</code> (priority {fmt(source.get('priority'))}"
+        + (f", seasons {esc(', '.join(map(str, seasons)))}" if seasons else "")
+        + ")"
+    )
+
+
+def _option_value(stage: str, key: str, value: Any) -> str:
+    if key == "sources" and isinstance(value, list):
+        return "<br>".join(describe_source(s) for s in value if isinstance(s, Mapping)) or "none"
+    if key == "overlap_rule":
+        return esc(f"{value}: {_OVERLAP_RULES.get(str(value), '')}".rstrip(": "))
+    if key == "erosion_per_class":
+        return "; ".join(f"{esc(k)} {fmt(v)}" for k, v in (value or {}).items()) or "none (the border erosion applies)"
+    if key == "fraction" and value is None:
+        return "none (a fixed number per class)"
+    return fmt(value)
+
+
+def _options_section(report: Mapping[str, Any]) -> list[str]:
+    """The add_reference and sampling options as configured, and tiles whose markers say otherwise."""
+    options = report.get("options") or {}
+    if not options:
+        return []
+    rows = []
+    for stage, values in options.items():
+        labels = OPTION_LABELS.get(stage, {})
+        for key, value in values.items():
+            rows.append([esc(stage_label(stage)), esc(labels.get(key, words(key))), _option_value(stage, key, value)])
+    parts = ["<h3>Options as configured</h3>", table(["stage", "option", "value"], rows, left=3)]
+    differing = (report["total"].get("reference") or {}).get("options_differing_in_markers") or []
+    items = []
+    for d in differing:
+        label = OPTION_LABELS.get(d["stage"], {}).get(d["option"], words(d["option"]))
+        seen = "; ".join(
+            f"{fmt(v['n_tiles'])} tile(s) with {esc(v['value'])} ({esc(', '.join(v['tiles'][:10]))}"
+            + (" ..." if len(v["tiles"]) > 10 else "")
+            + ")"
+            for v in d["in_markers"]
+        )
+        items.append(
+            f"<li>{esc(stage_label(d['stage']))}, {esc(label)}: configured {esc(d['configured'])}, but {seen}</li>"
+        )
+    if items:
+        parts.append(
+            '<p class="warn">Some tiles were processed with other options than the config sets now:</p>'
+            f'<ul class="warn">{"".join(items)}</ul>'
+        )
+    return parts
 
 
 def _class_table(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -244,26 +420,198 @@ def _img(name: str | None, alt: str) -> str:
     return f'<p><img src="{esc(name)}" alt="{esc(alt)}"></p>' if name else ""
 
 
+_CLASS_MAPS = {"class_pixels", "samplable_pixels", "per_class"}  # {class id: count}: shown with class names
+_CODE_MAPS = {"unknown_codes", "unlabelled_codes"}  # {reference code: count}: codes are data
+
+
+def _figure_value(key: str, value: Any, names: Mapping[int, str]) -> str:
+    if isinstance(value, Mapping):
+        return _per_class(value, names) if key in _CLASS_MAPS else _per_code(value)
+    return fmt(value)
+
+
+def _totals_rows(totals: Mapping[str, Any], paths: Sequence[str], names: Mapping[int, str]) -> list[list[str]]:
+    """Rows (label, value) of summed figures, in the order declared; per-source figures grouped by source."""
+    rows = []
+    for path in paths:
+        if path.startswith("sources."):
+            continue
+        key = path.removesuffix(".*")
+        value = value_at(totals, key)
+        if value is not None:
+            rows.append([esc(words(key)), _figure_value(key.rsplit(".", 1)[-1], value, names)])
+    return rows
+
+
+def _source_rows(totals: Mapping[str, Any], sources: Sequence[Any], names: Mapping[int, str]) -> list[list[str]]:
+    """One row per reference source: its summed figures, the source described as configured."""
+    import re
+
+    rows = []
+    for key, figures in (totals.get("sources") or {}).items():
+        match = re.match(r"sources\[(\d+)\]", str(key))
+        index = int(match.group(1)) if match else None
+        if index is not None and index < len(sources) and isinstance(sources[index], Mapping):
+            label = f"source {index + 1}: {describe_source(sources[index])}"
+        else:
+            label = esc(words(str(key)))
+        cells = "; ".join(
+            f"{esc(SOURCE_FIGURE_LABELS.get(k, words(k)))} {_figure_value(k, v, names)}" for k, v in figures.items()
+        )
+        rows.append([label, cells or "none"])
+    return rows
+
+
+def _coverage_line(run: Mapping[str, Any]) -> str:
+    """The line under the title saying which tiles the report covers (a subset stands out)."""
+    n, of = run.get("n_tiles"), run.get("n_project_tiles")
+    subset = run.get("tile_subset")
+    if subset:
+        shown = ", ".join(map(str, subset[:50])) + (f" and {len(subset) - 50} more" if len(subset) > 50 else "")
+        return (
+            f'<p class="warn subset"><strong>Tile subset:</strong> this report covers {fmt(n)} of the project\'s '
+            f"{fmt(of)} tiles ({esc(shown)}). Areas, totals and the AOI area are those of these tiles only.</p>"
+        )
+    if of is None:
+        return f"<p>Tiles: {fmt(n)}.</p>"
+    return f"<p>This report covers all {fmt(of)} tiles of the project.</p>"
+
+
+def _inputs_section(report: Mapping[str, Any]) -> list[str]:
+    """Missing inputs per stage, and the corrupt ones with their file and problem."""
+    parts: list[str] = []
+    missing = report.get("missing_inputs") or {}
+    if any(missing.values()):
+        items = "".join(
+            f"<li>{esc(stage_label(stage))} ({fmt(len(v))}): {esc(', '.join(map(str, v)))}</li>"
+            for stage, v in missing.items()
+            if v
+        )
+        parts.append(f'<h2>Missing inputs</h2><ul class="warn">{items}</ul>')
+    corrupt = report.get("corrupt_inputs") or []
+    if corrupt:
+        parts.append(
+            '<h3>Corrupt inputs</h3><p class="warn">Marked complete but unreadable; the tiles are reported as '
+            "missing these inputs. Re-run the stage on them.</p>"
+        )
+        parts.append(
+            table(
+                ["stage", "tile", "file", "problem"],
+                [
+                    [esc(stage_label(c["stage"])), esc(c["tile"]), f"<code>{esc(c['file'])}</code>", esc(c["problem"])]
+                    for c in corrupt
+                ],
+                left=4,
+            )
+        )
+    return parts
+
+
+def _metrics_section(report: Mapping[str, Any], images: Mapping[str, Any], names: Mapping[int, str]) -> list[str]:
+    """Test metrics per learned class; classes dropped from training or never seen listed as such."""
+    metrics = report.get("metrics")
+    training = report.get("training") or {}
+    parts = ["<h2>Model test metrics</h2>"]
+    dropped = training.get("dropped_classes") or []
+    absent = training.get("absent_classes") or []
+    minimum = training.get("min_samples_per_class")
+    if metrics:
+        parts.append(
+            f"<p>Overall accuracy {pct(metrics.get('overall_accuracy'))}, kappa {fmt(metrics.get('kappa'))} "
+            "(test samples of classes the model did not learn count as errors).</p>"
+        )
+        parts.append(_img(images.get("confusion"), "confusion matrix"))
+        rows = [
+            [
+                esc(v.get("name") or _class_name(k, names)),
+                fmt(v.get("precision")),
+                fmt(v.get("recall")),
+                fmt(v.get("f1")),
+                fmt(v.get("support")),
+                "",
+            ]
+            for k, v in (metrics.get("per_class") or {}).items()
+        ]
+        at_least = f", fewer than the minimum of {fmt(minimum)}" if minimum is not None else ""
+        for c in dropped:
+            note = f"dropped from training: {fmt(c.get('train_samples'))} training samples{at_least}"
+            rows.append([esc(c["name"]), "–", "–", "–", fmt(c.get("test_samples")), esc(note)])
+        for c in absent:
+            if c.get("test_samples"):
+                rows.append([esc(c["name"]), "–", "–", "–", fmt(c["test_samples"]), "not learned: no training sample"])
+        parts.append(table(["class", "precision", "recall", "F1", "test samples", "note"], rows, left_cols=[5]))
+    else:
+        parts.append('<p class="warn">No training metrics available.</p>')
+    if dropped:
+        listed = "; ".join(
+            f"{esc(c['name'])} ({fmt(c.get('train_samples'))} training, {fmt(c.get('test_samples'))} test samples)"
+            for c in dropped
+        )
+        parts.append(
+            f'<p class="warn">Classes dropped from training for too few samples: {listed}. '
+            "The maps never show them.</p>"
+        )
+    never = [c for c in absent if not c.get("test_samples")]
+    if never:
+        parts.append(
+            f"<p>Legend classes without any training or test sample: {esc(', '.join(c['name'] for c in never))}.</p>"
+        )
+    return parts
+
+
+def _reference_section(report: Mapping[str, Any], names: Mapping[int, str]) -> list[str]:
+    ref = report["total"]["reference"]
+    summed = ref.get("summed_figures") or {}
+    options = report.get("options") or {}
+    sources = (options.get("add_reference") or {}).get("sources") or []
+    rows = [
+        ["tiles with reference (labelled pixels)", fmt(ref["n_tiles_with_reference"])],
+        ["tiles processed by add reference", fmt(ref.get("n_tiles_with_add_reference"))],
+        ["tiles with training samples", fmt(ref["n_tiles_sampled"])],
+        ["tiles without samples", esc(", ".join(f"{k} ({v})" for k, v in ref["skipped_reasons"].items()) or "none")],
+        ["samples", fmt(ref["n_samples"])],
+        *_totals_rows(
+            ref.get("sampling_totals") or {}, [p for p in summed.get("sampling", []) if p != "n_samples"], names
+        ),
+        *_totals_rows(ref.get("add_reference_totals") or {}, summed.get("add_reference", []), names),
+        *_source_rows(ref.get("add_reference_totals") or {}, sources, names),
+    ]
+    parts = [
+        "<h2>Reference data</h2>",
+        "<p>Sums over the tiles of this report; options are shown as configured, not summed.</p>",
+        table(["figure", "value"], rows, left=2),
+    ]
+    parts += _options_section(report)
+    return parts
+
+
 def render(report: Mapping[str, Any], images: Mapping[str, Any]) -> str:
     """The report page. ``images``: 'confusion', 'class_areas' -> file name; 'mosaics' -> [(title, file name)]."""
     run = report["run"]
     total = report["total"]
-    metrics = report.get("metrics")
     evaluation = report.get("evaluation")
+    metrics = report.get("metrics")
+    names = {int(c["id"]): str(c["name"]) for c in report["legend"]}
+    sources = ", ".join(f"{stage_label(k)} {v}" for k, v in run["map_sources"].items())
     parts: list[str] = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>LCMS report {esc(run['project'])} {esc(run['season'])}</title>",
         f"<style>{CSS}</style></head><body>",
         f"<h1>Land cover report — {esc(run['project'])}, season {esc(run['season'])}</h1>",
-        f"<p>Run <code>{esc(run['run_id'])}</code>, generated {esc(run['generated_at'])}; map source: "
-        f"{esc(', '.join(f'{k}: {v}' for k, v in run['map_sources'].items()))}.</p>",
+        _coverage_line(run),
+        f"<p>Run <code>{esc(run['run_id'])}</code>, generated {esc(run['generated_at'])}; maps from: "
+        f"{esc(sources)} (tiles).</p>",
     ]
-    # Headline figures
+    subset = bool(run.get("tile_subset"))
+    n_tiles = fmt(run["n_tiles"]) + (f" of {fmt(run.get('n_project_tiles'))}" if subset else "")
     cards = [
-        _card("tiles", fmt(run["n_tiles"])),
+        _card("tiles" + (" (subset)" if subset else ""), n_tiles),
         _card("area of tiles (km²)", fmt(total["area_km2"], 2)),
-        _card("AOI area (km²)", fmt(report["aoi"]["polygon_area_km2"], 2)),
+        _card(
+            "AOI area within these tiles (km²)" if subset else "AOI area (km²)",
+            fmt(report["aoi"]["polygon_area_km2"], 2),
+        ),
         _card("mapped no-data share", pct(total["no_data_share"])),
         _card("change area (km²)", fmt(total["changes"]["area_km2"], 3)),
     ]
@@ -279,10 +627,7 @@ def render(report: Mapping[str, Any], images: Mapping[str, Any]) -> str:
             _card("change recall", pct(evaluation.get("change_recall"))),
         ]
     parts.append('<div class="cards">' + "".join(cards) + "</div>")
-    missing = report.get("missing_inputs") or {}
-    if any(missing.values()):
-        items = "".join(f"<li>{esc(stage)}: {esc(', '.join(map(str, v)))}</li>" for stage, v in missing.items() if v)
-        parts.append(f'<h2>Missing inputs</h2><ul class="warn">{items}</ul>')
+    parts += _inputs_section(report)
 
     parts.append("<h2>Maps</h2>")
     for title, name in images.get("mosaics", []):
@@ -290,7 +635,7 @@ def render(report: Mapping[str, Any], images: Mapping[str, Any]) -> str:
     legend_rows = [[_swatch(c.get("color")) + esc(c["name"]), fmt(c["id"])] for c in report["legend"]]
     parts.append(table(["legend class", "id"], legend_rows))
 
-    parts.append("<h2>Class areas (all tiles)</h2>")
+    parts.append("<h2>Class areas (all tiles of this report)</h2>")
     parts.append(_img(images.get("class_areas"), "class areas"))
     parts.append(_class_table(total["class_areas"]))
 
@@ -338,30 +683,7 @@ def render(report: Mapping[str, Any], images: Mapping[str, Any]) -> str:
     )
     parts.append(_transition_table(ch["transitions"]))
 
-    parts.append("<h2>Model test metrics</h2>")
-    if metrics:
-        parts.append(
-            f"<p>Overall accuracy {pct(metrics.get('overall_accuracy'))}, kappa {fmt(metrics.get('kappa'))}.</p>"
-        )
-        parts.append(_img(images.get("confusion"), "confusion matrix"))
-        pc = metrics.get("per_class") or {}
-        parts.append(
-            table(
-                ["class", "precision", "recall", "F1", "support"],
-                [
-                    [
-                        esc(v.get("name", k)),
-                        fmt(v.get("precision")),
-                        fmt(v.get("recall")),
-                        fmt(v.get("f1")),
-                        fmt(v.get("support")),
-                    ]
-                    for k, v in pc.items()
-                ],
-            )
-        )
-    else:
-        parts.append('<p class="warn">No training metrics available.</p>')
+    parts += _metrics_section(report, images, names)
 
     if evaluation:
         parts.append("<h2>Evaluation against synthetic truth</h2>")
@@ -396,20 +718,7 @@ def render(report: Mapping[str, Any], images: Mapping[str, Any]) -> str:
             ],
         )
     )
-    parts.append("<h2>Reference data</h2>")
-    ref = total["reference"]
-    parts.append(
-        table(
-            ["figure", "value"],
-            [
-                ["tiles with reference", fmt(ref["n_tiles_with_reference"])],
-                ["tiles with training samples", fmt(ref["n_tiles_sampled"])],
-                ["tiles skipped", esc(", ".join(f"{k} ({v})" for k, v in ref["skipped_reasons"].items()) or "none")],
-                ["samples", fmt(ref["n_samples"])],
-                *[[esc(k), fmt(v)] for k, v in sorted(ref["add_reference_totals"].items()) if not isinstance(v, dict)],
-            ],
-        )
-    )
+    parts += _reference_section(report, names)
 
     if report.get("tiles") is not None:
         parts.append("<h2>Tiles</h2>")
@@ -422,6 +731,7 @@ def render(report: Mapping[str, Any], images: Mapping[str, Any]) -> str:
                     "no data",
                     "mean valid obs.",
                     "dates dropped",
+                    "labelled pixels",
                     "samples",
                     "change polygons",
                     "change area (km²)",
@@ -429,11 +739,12 @@ def render(report: Mapping[str, Any], images: Mapping[str, Any]) -> str:
                 [
                     [
                         esc(t["id"]),
-                        esc(t["map_source"]),
+                        esc(stage_label(t["map_source"])),
                         fmt(t["area_km2"], 3),
                         pct(t["no_data_share"]),
                         fmt(t["quality"]["valid_observations"]["mean"], 1),
                         fmt(t["quality"].get("dates_dropped")),
+                        fmt(t["reference"].get("labelled_pixels")),
                         fmt(t["reference"].get("n_samples")),
                         fmt(t["changes"]["n_polygons"]),
                         fmt(t["changes"]["area_km2"], 4),

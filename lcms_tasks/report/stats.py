@@ -328,22 +328,89 @@ def histogram_stats(hist: np.ndarray) -> dict[str, Any]:
     }
 
 
-def sum_numeric(items: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Key-wise sums of the numbers in several metadata dicts (nested dicts summed recursively).
+#: Figures of the per-tile completion markers that are quantities and add up over tiles, per stage, as
+#: dotted paths ("*": every key of a map keyed by class id, code or source name). Nothing else in a
+#: marker is ever summed: options (erosion_px, seed, max_per_class, ...) are the same on every tile and
+#: their sum means nothing, so a figure a stage adds is only totalled once it is declared here.
+ADDITIVE_FIGURES: Mapping[str, tuple[str, ...]] = {
+    "add_reference": (
+        "labelled_pixels",
+        "samplable_total",
+        "no_data_labelled_pixels",
+        "class_pixels.*",
+        "samplable_pixels.*",
+        "overlap.overlap_pixels",
+        "overlap.conflict_pixels",
+        "overlap.conflict_resolved_pixels",
+        "overlap.conflict_dropped_pixels",
+        "unknown_codes.*",
+        "polygons_read",
+        "polygons_used",
+        "polygons_rasterised",
+        "sources.*.polygons_read",
+        "sources.*.polygons_used",
+        "sources.*.non_polygon",
+        "sources.*.too_small",
+        "sources.*.unknown_codes.*",
+        "sources.*.unlabelled_codes.*",
+    ),
+    "sampling": ("n_samples", "per_class.*"),
+    "features": ("dates_total", "dates_dropped", "no_data_pixels"),
+}
 
-    Strings, lists and booleans are skipped: upstream metadata carries counts whose exact
-    keys this module does not depend on, and only the counts add up meaningfully.
+#: Marker figures that echo a stage option (marker path -> option name in the stage's config section):
+#: the report shows the configured value and lists the tiles whose marker says otherwise.
+MARKER_OPTIONS: Mapping[str, Mapping[str, str]] = {
+    "add_reference": {"erosion_px": "erosion_px", "overlap.rule": "overlap_rule"},
+    "sampling": {
+        "max_per_class": "max_per_class",
+        "fraction": "fraction",
+        "min_per_class": "min_per_class",
+        "seed": "seed",
+    },
+}
+
+
+def _values_at(obj: Any, parts: Sequence[str], prefix: tuple[str, ...] = ()) -> Iterable[tuple[tuple[str, ...], Any]]:
+    """(concrete key path, value) of every value of ``obj`` at the dotted path ``parts`` ("*": any key)."""
+    if not parts:
+        yield prefix, obj
+        return
+    if not isinstance(obj, Mapping):
+        return
+    head, rest = parts[0], parts[1:]
+    keys = list(obj) if head == "*" else [head] if head in obj else []
+    for key in keys:
+        yield from _values_at(obj[key], rest, (*prefix, str(key)))
+
+
+def value_at(obj: Mapping[str, Any], path: str, default: Any = None) -> Any:
+    """The value at dotted ``path`` of ``obj`` (no wildcards), or ``default`` where there is none."""
+    found = [v for _, v in _values_at(obj, path.split("."))]
+    return found[0] if found else default
+
+
+def sum_figures(items: Iterable[Mapping[str, Any]], paths: Sequence[str]) -> dict[str, Any]:
+    """Sums over ``items`` (per-tile marker figures) of the numbers at the declared ``paths`` only.
+
+    ``paths`` are dotted (see :data:`ADDITIVE_FIGURES`); the result nests like the markers
+    (``{"overlap": {"conflict_pixels": 12}, "class_pixels": {"1": 300}}``). A declared figure a
+    marker lacks, or holds as a non-number (booleans included), is skipped.
     """
     out: dict[str, Any] = {}
     for item in items:
-        for key, value in item.items():
-            if isinstance(value, bool):
-                continue
-            if isinstance(value, int | float):
-                out[key] = out.get(key, 0) + value
-            elif isinstance(value, Mapping):
-                prev = out.get(key)
-                out[key] = sum_numeric([prev, value] if isinstance(prev, Mapping) else [value])
+        for path in paths:
+            for keys, value in _values_at(item, path.split(".")):
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    continue
+                slot = out
+                for key in keys[:-1]:
+                    nxt = slot.setdefault(key, {})
+                    if not isinstance(nxt, dict):  # a path declared both as a number and as a map
+                        break
+                    slot = nxt
+                else:
+                    slot[keys[-1]] = slot.get(keys[-1], 0) + value
     return out
 
 

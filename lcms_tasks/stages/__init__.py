@@ -15,6 +15,14 @@ from types import ModuleType
 
 
 @dataclass(frozen=True)
+class RunParam:
+    """A run parameter a stage takes besides config/season/tiles (trigger form, ``lcms run --param``)."""
+
+    name: str
+    description: str
+
+
+@dataclass(frozen=True)
 class StageInfo:
     """What the orchestration needs to know about a stage, without importing it."""
 
@@ -23,6 +31,9 @@ class StageInfo:
     mapped: bool  # True: runs per tile (mapped over tile batches); False: once per season
     upstream: str | None  # the stage whose completion triggers this one
     summary: str
+    params: tuple[RunParam, ...] = ()
+    #: Default execution timeout of one task (a batch of tiles, or the season), in minutes.
+    timeout_minutes: int = 120
 
 
 STAGES: tuple[StageInfo, ...] = (
@@ -88,6 +99,13 @@ STAGES: tuple[StageInfo, ...] = (
         True,
         "postprocessing",
         "Relevant class transitions between the 'before' and 'after' seasons as change polygons.",
+        params=(
+            RunParam(
+                "before_season",
+                "Season to compare against (a season id of the config, not the run's own); "
+                "empty = the season before `season` in the config.",
+            ),
+        ),
     ),
     StageInfo(
         "reporting",
@@ -107,6 +125,24 @@ def stage_info(name: str) -> StageInfo:
         return _BY_NAME[name]
     except KeyError:
         raise ValueError(f"unknown stage {name!r}; stages: {', '.join(_BY_NAME)}") from None
+
+
+def check_run_params(name: str, params: dict[str, object]) -> dict[str, str]:
+    """``params`` with empty values dropped; ``ConfigError`` for a name stage ``name`` does not take.
+
+    Values are checked by the stage itself before any work (:func:`lcms_tasks.preflight.check_run`).
+    """
+    from lcms_tasks.errors import ConfigError
+
+    known = {p.name for p in stage_info(name).params}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        takes = ", ".join(sorted(known)) if known else "none"
+        raise ConfigError(
+            f"stage {name!r} has no run parameter {', '.join(repr(u) for u in unknown)} (it takes: {takes})",
+            field="params",
+        )
+    return {k: str(v).strip() for k, v in params.items() if v is not None and str(v).strip()}
 
 
 def get_stage(name: str) -> ModuleType:

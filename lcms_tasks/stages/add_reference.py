@@ -25,14 +25,37 @@ from pydantic import Field, model_validator
 from lcms_tasks.schema import StrictModel
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from lcms_tasks.config import LegendClass, ProjectConfig
     from lcms_tasks.context import RunContext
     from lcms_tasks.grid import Tile
+    from lcms_tasks.preflight import Need
     from lcms_tasks.reference.rasterize import LabelledPolygon
     from lcms_tasks.reference.sources import SourceStats
 
 NAME = "add_reference"
 log = logging.getLogger(__name__)
+
+
+class CrosswalkStep(StrictModel):
+    """One crosswalk file of a chain: which column holds the code, which the target (a code, or a class)."""
+
+    path: str = Field(
+        description="CSV (or YAML {code: class}) file; may contain '{season}'; relative to the config folder."
+    )
+    code_column: str = Field("code", description="Column of the codes this step looks up (case-insensitive).")
+    target_column: str = Field(
+        "class",
+        description="Column of what a code maps to: the next step's code, or (last step) a legend class name or "
+        "id (0 = 'no label' on purpose).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_path(cls, data: Any) -> Any:
+        # A bare path is a step with the default columns: `crosswalk_chain: [a.csv, b.csv]`.
+        return {"path": data} if isinstance(data, str) else data
 
 
 class FileSource(StrictModel):
@@ -52,13 +75,25 @@ class FileSource(StrictModel):
     crosswalk_file: str | None = Field(
         None, description="CSV with columns code,class (instead of `crosswalk`); relative to the config folder."
     )
+    crosswalk_chain: list[CrosswalkStep] | None = Field(
+        None,
+        min_length=1,
+        description="Crosswalks applied in order (instead of `crosswalk`/`crosswalk_file`), e.g. national code -> "
+        "HCAT3 code -> legend class: [{path: at_codes_hcat.csv, code_column: original_code, target_column: "
+        "HCAT3_code}, hcat3_to_legend.csv]. Only the last step names legend classes; codes unknown at any step are "
+        "counted per step in the metadata.",
+    )
     seasons: list[str] | None = Field(None, description="Seasons this source serves (None: all).")
     priority: int = Field(0, description="Overlaps: the higher priority wins (overlap_rule 'priority').")
 
     @model_validator(mode="after")
     def _one_crosswalk(self) -> FileSource:
-        if self.crosswalk is not None and self.crosswalk_file is not None:
-            raise ValueError("give `crosswalk` or `crosswalk_file`, not both")
+        given = [n for n in ("crosswalk", "crosswalk_file", "crosswalk_chain") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(
+                "give only one of `crosswalk`, `crosswalk_file`, `crosswalk_chain`; this source has "
+                + " and ".join(f"`{n}`" for n in given)
+            )
         return self
 
 
@@ -147,18 +182,24 @@ def _file_source_polygons(
 
     legend = cfg.legend()
     path = cfg.resolve_path(source.path.replace("{season}", season))
-    where = f"reference file {path}"
-    crosswalk_map: dict[str | int, str | int] | None = source.crosswalk
-    if source.crosswalk_file is not None:
-        csv_path = cfg.resolve_path(source.crosswalk_file.replace("{season}", season))
-        crosswalk_map = src.read_crosswalk_csv(csv_path)
-        where = f"crosswalk file {csv_path}"
-    crosswalk = src.build_crosswalk(crosswalk_map, legend, where=where)
+    lost: dict[str, tuple[int, str]] = {}
+    steps: list[str] = []
+    crosswalk: dict[str, int] | None
+    if source.crosswalk_chain is not None:
+        crosswalk, lost, steps = _chain_crosswalk(source.crosswalk_chain, cfg, season, path)
+    else:
+        where = f"reference file {path}"
+        crosswalk_map: dict[str | int, str | int] | None = source.crosswalk
+        if source.crosswalk_file is not None:
+            csv_path = cfg.resolve_path(source.crosswalk_file.replace("{season}", season))
+            crosswalk_map = src.read_crosswalk_csv(csv_path)
+            where = f"crosswalk file {csv_path}"
+        crosswalk = src.build_crosswalk(crosswalk_map, legend, where=where)
     try:
         frame = src.read_reference_file(path, source.layer, source.class_column, tile.bounds, tile.crs)
     except ConfigError as err:
         raise ConfigError(f"tile {tile.id}: {err}", field="stages.add_reference.sources") from err
-    return src.file_polygons(
+    polygons, stats = src.file_polygons(
         frame,
         source.class_column,
         crosswalk,
@@ -168,6 +209,43 @@ def _file_source_polygons(
         tile_crs=tile.crs,
         priority=source.priority,
         min_area_m2=options.min_polygon_area_m2,
+    )
+    if steps:
+        by_step: list[Counter[str]] = [Counter() for _ in steps]
+        for code, count in stats.unknown_codes.items():
+            step, step_code = lost.get(code, (0, code))  # not a code of the first step: unknown there
+            by_step[step][step_code] += count
+        stats.unknown_codes_by_step = [
+            {"crosswalk": name, "unknown_codes": dict(sorted(counts.items()))}
+            for name, counts in zip(steps, by_step, strict=True)
+        ]
+    return polygons, stats
+
+
+def _chain_crosswalk(
+    chain_steps: list[CrosswalkStep], cfg: ProjectConfig, season: str, path: Path
+) -> tuple[dict[str, int], dict[str, tuple[int, str]], list[str]]:
+    """A crosswalk chain flattened for one season: ({first-step code: legend id}, {code lost on the way:
+    (step, code looked up there)}, the steps' descriptions). Year-scoped rows apply to a numeric season,
+    source-scoped rows to the reference file's stem."""
+    from lcms_tasks.errors import ConfigError
+    from lcms_tasks.reference.crosswalk import CrosswalkSpec, read_chain
+
+    specs = [
+        CrosswalkSpec(cfg.resolve_path(step.path.replace("{season}", season)), step.code_column, step.target_column)
+        for step in chain_steps
+    ]
+    try:
+        chain = read_chain(specs)
+        chain.resolve(cfg.legend(), legend_name=cfg.classification.legend)
+    except ConfigError as err:
+        raise ConfigError(f"crosswalk_chain: {err}", field="stages.add_reference.sources") from err
+    year = int(season) if season.isdigit() else None
+    found, lost = chain.flatten(year=year, source=(path.stem,))
+    return (
+        {code: cls.id for code, cls in found.items()},
+        {code: (hit.step if hit.step is not None else 0, hit.code) for code, hit in lost.items()},
+        [spec.describe() for spec in specs],
     )
 
 
@@ -229,6 +307,13 @@ def compact_polygon_ids(polygon_index: np.ndarray, keys: list[int]) -> tuple[np.
     lut = np.zeros(len(keys) + 1, np.int32)
     lut[present] = np.arange(1, len(present) + 1, dtype=np.int32)
     return lut[polygon_index], [keys[i - 1] for i in present.tolist()]
+
+
+def needs(ctx: RunContext) -> list[Need]:
+    """The features of every tile (their no-data mask decides what is samplable)."""
+    from lcms_tasks.preflight import Need
+
+    return [Need("features", ctx.season)]
 
 
 def run(tile: Tile, ctx: RunContext) -> list[str]:

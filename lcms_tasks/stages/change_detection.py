@@ -24,6 +24,7 @@ from lcms_tasks.schema import StrictModel
 if TYPE_CHECKING:
     from lcms_tasks.context import RunContext
     from lcms_tasks.grid import Tile
+    from lcms_tasks.preflight import Need
 
 NAME = "change_detection"
 GPKG_NAME = "changes.gpkg"
@@ -76,19 +77,30 @@ class Options(StrictModel):
         return v
 
 
+def _explicit_before(ctx: RunContext, options: Options) -> tuple[str | None, str]:
+    """(before season asked for by the run parameter or the option, or None; where it was asked)."""
+    if ctx.params.get("before_season"):
+        return str(ctx.params["before_season"]), "run parameter before_season"
+    if options.before_season:
+        return options.before_season, "stages.change_detection.before_season"
+    return None, ""
+
+
 def before_season_of(ctx: RunContext, options: Options) -> str | None:
     """The season to compare the run's season with (None for the first season)."""
     from lcms_tasks.errors import ConfigError
 
     cfg = ctx.config
-    chosen = ctx.params.get("before_season") or options.before_season
+    chosen, where = _explicit_before(ctx, options)
     if chosen:
-        chosen = str(chosen)
-        cfg.season(chosen)  # ConfigError naming the known seasons
+        if chosen not in cfg.seasons:
+            raise ConfigError(
+                f"before season {chosen!r} is not a season of the config ({', '.join(cfg.seasons)})", field=where
+            )
         if chosen == ctx.season:
             raise ConfigError(
                 f"before season {chosen!r} is the run's own season; a map compared with itself has no change",
-                field="stages.change_detection.before_season",
+                field=where,
             )
         if cfg.season(chosen).start >= cfg.season(ctx.season).start:
             log.warning("before season %s does not start before the after season %s", chosen, ctx.season)
@@ -96,6 +108,40 @@ def before_season_of(ctx: RunContext, options: Options) -> str | None:
     order = cfg.season_ids_ordered()
     index = order.index(ctx.season)
     return order[index - 1] if index > 0 else None
+
+
+def check(ctx: RunContext) -> None:
+    """The before season and the transitions are valid; says once when the implicit before season has no maps."""
+    options: Options = ctx.config.stages.change_detection
+    before = before_season_of(ctx, options)
+    _transitions(ctx, options)
+    if before is None:
+        log.info("change_detection: season %s is the project's first season: no before map, no changes", ctx.season)
+    elif _explicit_before(ctx, options)[0] is None:
+        done = ctx.storage.complete_children(ctx.stage_uri("postprocessing", season=before))
+        lacking = [t.id for t in ctx.tiles() if t.id not in done]
+        if lacking:
+            log.warning(
+                "change_detection (season %s): %d of %d tile(s) have no post-processed map of the season before "
+                "(%s): their change tables are empty; run the chain for season %s, then change_detection again",
+                ctx.season,
+                len(lacking),
+                len(ctx.tiles()),
+                before,
+                before,
+            )
+
+
+def needs(ctx: RunContext) -> list[Need]:
+    """The run season's maps, and the before season's when it was asked for explicitly."""
+    from lcms_tasks.preflight import Need
+
+    options: Options = ctx.config.stages.change_detection
+    out = [Need("postprocessing", ctx.season, what="the post-processed map")]
+    explicit, where = _explicit_before(ctx, options)
+    if explicit:
+        out.append(Need("postprocessing", explicit, what=f"the post-processed map (before season, from {where})"))
+    return out
 
 
 def _transitions(ctx: RunContext, options: Options) -> set[tuple[int, int]]:
@@ -159,10 +205,15 @@ def run(tile: Tile, ctx: RunContext) -> list[str]:
         "min_confidence": options.min_confidence,
         "n_transitions": len(transitions),
     }
-    if before is None:
+    before_missing = (
+        before is not None
+        and _explicit_before(ctx, options)[0] is None
+        and not ctx.storage.is_complete(ctx.tile_uri("postprocessing", tile.id, season=before))
+    )
+    if before is None or before_missing:
         frame = empty_changes(tile.crs)
-        meta["note"] = "no before season"
-        log.info("change_detection %s: season %s is the first season, no changes", tile.id, after)
+        meta["note"] = "no before season" if before is None else f"no post-processed map of the before season {before}"
+        log.info("change_detection %s: %s, no changes", tile.id, meta["note"])
     else:
         cls_b, conf_b, meta_b = _load_map(ctx, tile, before)
         cls_a, conf_a, meta_a = _load_map(ctx, tile, after)
@@ -202,5 +253,6 @@ def run(tile: Tile, ctx: RunContext) -> list[str]:
     uri = ctx.tile_uri(NAME, tile.id)
     with ctx.storage.writing_dir(uri, ctx.marker_meta(NAME, tile.id, meta)) as staging:
         write_changes(frame, staging / GPKG_NAME)
-    log.info("change_detection %s: %s -> %s, %d change polygon(s)", tile.id, before, after, len(frame))
+    if before is not None and not before_missing:
+        log.info("change_detection %s: %s -> %s, %d change polygon(s)", tile.id, before, after, len(frame))
     return [uri]

@@ -32,6 +32,7 @@ from lcms_tasks.schema import StrictModel
 if TYPE_CHECKING:
     from lcms_tasks.context import RunContext
     from lcms_tasks.grid import Tile
+    from lcms_tasks.preflight import Need
 
 NAME = "features"
 
@@ -158,6 +159,13 @@ def compute_features(
         feats[:, rows] = chunk_feats
         n_valid[rows] = chunk_n
     return feats, n_valid, target_dates, quality
+
+
+def needs(ctx: RunContext) -> list[Need]:
+    """The download of every tile of the run."""
+    from lcms_tasks.preflight import Need
+
+    return [Need("download", ctx.season, what="the download (imagery)")]
 
 
 def run(tile: Tile, ctx: RunContext) -> list[str]:

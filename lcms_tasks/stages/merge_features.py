@@ -31,6 +31,7 @@ from lcms_tasks.schema import StrictModel
 
 if TYPE_CHECKING:
     from lcms_tasks.context import RunContext
+    from lcms_tasks.preflight import Need
 
 NAME = "merge_features"
 DATASET_FILE = "dataset.npz"
@@ -207,15 +208,22 @@ def split_class_counts(y: np.ndarray, split: np.ndarray) -> dict[str, dict[str, 
 # -- stage ------------------------------------------------------------------------------------------
 
 
+def needs(ctx: RunContext) -> list[Need]:
+    """The samples of every tile of the run (of at least one with ``allow_missing_tiles``)."""
+    from lcms_tasks.preflight import Need
+
+    options: Options = ctx.config.stages.merge_features
+    return [Need("sampling", ctx.season, any_tile=options.allow_missing_tiles, what="the samples")]
+
+
 def run(ctx: RunContext) -> list[str]:
-    """Merge every project tile's samples of the season into one split dataset."""
+    """Merge the samples of the run's tiles (every project tile, or the run's subset) into one split dataset."""
     from lcms_tasks.errors import ArtefactMissingError, StageError
-    from lcms_tasks.grid import project_tiles
     from lcms_tasks.stages.sampling import NAME as SAMPLING
     from lcms_tasks.stages.sampling import SAMPLES_FILE
 
     options: Options = ctx.config.stages.merge_features
-    tiles = project_tiles(ctx.config)
+    tiles = ctx.tiles()
     metas: dict[str, dict[str, Any]] = {}
     missing: list[str] = []
     for tile in tiles:
@@ -263,9 +271,15 @@ def run(ctx: RunContext) -> list[str]:
     per_split = split_class_counts(y, split)
     all_classes = sorted(per_split["train"], key=int)
     classes_missing = {name: [c for c in all_classes if c not in per_split[name]] for name in SPLIT_NAMES[1:]}
+    class_names = {str(c.id): c.name for c in ctx.config.legend()}
     for name, lacking in classes_missing.items():
         if lacking:
-            log.warning("%s: class(es) %s have no %s samples (too few spatial groups)", NAME, lacking, name)
+            log.warning(
+                "%s: class(es) %s have no %s samples (too few spatial groups)",
+                NAME,
+                ", ".join(f"{class_names.get(c, 'class ' + c)} ({c})" for c in lacking),
+                name,
+            )
     meta = {
         "feature_names": names,
         "n_samples": n_total,
@@ -279,6 +293,7 @@ def run(ctx: RunContext) -> list[str]:
         "tiles_used": used,
         "tiles_skipped": skipped,
         "tiles_missing": missing,
+        **ctx.coverage(),
     }
     uri = ctx.run_uri(NAME, "dataset")
     with ctx.storage.writing_dir(uri, ctx.marker_meta(NAME, None, meta)) as staging:

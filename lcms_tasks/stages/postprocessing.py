@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from lcms_tasks.context import RunContext
     from lcms_tasks.grid import Tile
     from lcms_tasks.postprocess import PostprocessSettings
+    from lcms_tasks.preflight import Need
 
 NAME = "postprocessing"
 
@@ -96,6 +97,17 @@ class Options(StrictModel):
             erosion_dilation_px=self.erosion_dilation_px,
             confidence=self.confidence,
         )
+
+
+def needs(ctx: RunContext) -> list[Need]:
+    """The prediction of every tile (and its features when a segmentation is configured)."""
+    from lcms_tasks.preflight import Need
+
+    options: Options = ctx.config.stages.postprocessing
+    out = [Need("prediction", ctx.season, what="the predicted map")]
+    if options.segmentation != "none":
+        out.append(Need("features", ctx.season, what="the features (for the segmentation)"))
+    return out
 
 
 def run(tile: Tile, ctx: RunContext) -> list[str]:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from lcms_tasks.context import RunContext
     from lcms_tasks.grid import Tile
     from lcms_tasks.ml.model import LcmsModel
+    from lcms_tasks.preflight import Need
     from lcms_tasks.storage import Storage
 
 NAME = "prediction"
@@ -136,6 +137,24 @@ def load_model_cached(storage: Storage, uri: str) -> LcmsModel:
         _MODEL_CACHE.clear()
         _MODEL_CACHE[uri] = (key, model)
         return model
+
+
+def check(ctx: RunContext) -> None:
+    """``model_season`` must be a season of the config."""
+    options: Options = ctx.config.stages.prediction
+    if options.model_season:
+        ctx.config.season(options.model_season)
+
+
+def needs(ctx: RunContext) -> list[Need]:
+    """The features of every tile and the model (of the season, or of ``model_season``)."""
+    from lcms_tasks.preflight import Need
+
+    options: Options = ctx.config.stages.prediction
+    return [
+        Need("features", ctx.season),
+        Need("training", options.model_season or ctx.season, artefact="model", what="the trained model"),
+    ]
 
 
 def run(tile: Tile, ctx: RunContext) -> list[str]:

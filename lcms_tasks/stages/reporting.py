@@ -1,11 +1,24 @@
 """Stage 10, reporting: class and change areas, metrics and data quality of a season (JSON + HTML).
 
-Once per season, reads for every project tile the post-processed map
-(falling back to the raw prediction), the change polygons, the features'
-quality figures and the reference/sampling metadata, plus the model's test
-metrics, and writes ``reporting/_run/report``: ``report.json``,
-``report.html`` and the PNG plots it references. Only the maps are required;
-any other missing input is listed under ``missing_inputs``.
+Once per season, reads for every tile of the run (``ctx.tiles()``: the tile
+subset, or every project tile) the post-processed map (falling back to the raw
+prediction), the change polygons, the features' quality figures and the
+reference/sampling metadata, plus the model's test metrics, and writes
+``reporting/_run/report``: ``report.json``, ``report.html`` and the PNG plots it
+references. A report of a subset says so (``run.tile_subset``, a line at the
+top of the page) and its areas and totals are those of the subset.
+
+Only the maps are required; any other missing input is listed under
+``missing_inputs``. A corrupt input (a file of a complete artefact that cannot be
+what it claims, e.g. a truncated array) is listed there too, and under
+``corrupt_inputs`` with the file and the problem; the report fails only when no
+tile has a readable map.
+
+Options are reported as configured (``options``), never summed over tiles;
+totals over tiles are only of the quantities declared additive
+(:data:`lcms_tasks.report.stats.ADDITIVE_FIGURES`). Classes the training stage
+dropped (too few samples) or never saw are listed as such (``training``), not
+scored in the per-class metrics.
 
 Areas. A class area is pixel count × resolution². Every pixel of a tile is
 counted once (class 0 = no data, ids outside the legend listed as 'unknown'),
@@ -33,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import Field
 
-from lcms_tasks.errors import ArtefactMissingError, StageError
+from lcms_tasks.errors import ArtefactMissingError, CorruptArtefactError, StageError
 from lcms_tasks.schema import StrictModel
 
 if TYPE_CHECKING:
@@ -50,6 +63,10 @@ log = logging.getLogger(__name__)
 OUTSIDE_AOI = "outside AOI"
 # Keys every completion marker carries; the rest of a marker is the stage's own figures.
 _MARKER_KEYS = {"stage", "tile", "project", "season", "run_id", "upstream_run_id", "written_at", "upstream"}
+# Per-tile marker figures too long to repeat in every tile's record (one entry per polygon / feature).
+_BULKY_FIGURES = {"polygon_keys", "feature_names"}
+# A figure a marker does not have (distinct from one it holds as None).
+_ABSENT = object()
 # Beyond this, change outlines are not drawn on a mosaic (the plot would be unreadable and slow).
 MAX_OUTLINES = 5000
 
@@ -87,11 +104,14 @@ class _Acc:
     zones: list[_Zones]
     tiles: list[dict[str, Any]] = field(default_factory=list)
     missing: dict[str, list[str]] = field(default_factory=dict)
+    corrupt: list[dict[str, str]] = field(default_factory=list)
     run_ids: dict[str, set[str]] = field(default_factory=dict)
     map_sources: Counter[str] = field(default_factory=Counter)
     quality_metas: list[dict[str, Any]] = field(default_factory=list)
     ref_metas: list[dict[str, Any]] = field(default_factory=list)
     sampling_metas: list[dict[str, Any]] = field(default_factory=list)
+    # (tile id, marker figures) of the stages whose markers echo options, to compare with the config.
+    option_echoes: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=dict)
     n_change_tiles: int = 0
     truth_tiles: int = 0
     eval_confusion: np.ndarray | None = None
@@ -104,14 +124,52 @@ class _Acc:
     def note_missing(self, stage: str, tile_id: str) -> None:
         self.missing.setdefault(stage, []).append(tile_id)
 
+    def note_corrupt(
+        self, stage: str, tile_id: str, uri: str, err: CorruptArtefactError | str, *, missing: bool = True
+    ) -> None:
+        """A corrupt input of ``tile_id`` (artefact ``uri``), with its file and problem.
+
+        ``missing``: the stage's output is left out for the tile (False: only a secondary layer is, e.g. the
+        confidence of a map that is itself used).
+        """
+        file, problem = _file_and_problem(err, uri)
+        if missing:
+            self.note_missing(stage, tile_id)
+        self.corrupt.append({"stage": stage, "tile": tile_id, "file": file, "problem": problem})
+        log.warning("reporting: tile %s: corrupt %s input left out: %s: %s", tile_id, stage, file, problem)
+
     def note_run(self, stage: str, meta: Mapping[str, Any]) -> None:
         if meta.get("run_id"):
             self.run_ids.setdefault(stage, set()).add(str(meta["run_id"]))
 
 
+def _file_and_problem(err: CorruptArtefactError | str, uri: str) -> tuple[str, str]:
+    """(file, problem) of a corrupt-input error about artefact ``uri``: the file's URI and what is wrong."""
+    from lcms_tasks.eopatch import CorruptArrayError
+
+    if isinstance(err, CorruptArrayError):
+        return f"{err.where.rstrip('/')}/{err.file}", err.problem
+    text = str(err)
+    head, sep, rest = text.partition(": ")
+    # Messages name the file first ("<uri>/changes.gpkg: unreadable: ..."): split it off the problem.
+    if sep and head.startswith(uri):
+        return head, rest
+    return uri, text
+
+
 def _figures(meta: Mapping[str, Any]) -> dict[str, Any]:
-    """A marker's stage-specific figures (the common bookkeeping keys removed)."""
-    return {k: v for k, v in meta.items() if k not in _MARKER_KEYS}
+    """A marker's stage-specific figures (the common bookkeeping keys and per-polygon lists removed)."""
+    return {k: v for k, v in meta.items() if k not in _MARKER_KEYS and k not in _BULKY_FIGURES}
+
+
+def _labelled_pixels(figures: Mapping[str, Any]) -> int:
+    """Labelled reference pixels of a tile's add_reference figures (older markers: the per-class sum)."""
+    if isinstance(figures.get("labelled_pixels"), int):
+        return int(figures["labelled_pixels"])
+    per_class = figures.get("class_pixels")
+    if isinstance(per_class, Mapping):
+        return sum(int(v) for v in per_class.values() if isinstance(v, int | float))
+    return 0
 
 
 def _jsonable(obj: Any) -> Any:
@@ -132,32 +190,50 @@ def _jsonable(obj: Any) -> Any:
 # -- inputs -----------------------------------------------------------------------------------------
 
 
-def _load_map(tile: Tile, ctx: RunContext) -> tuple[str, np.ndarray, np.ndarray | None, dict[str, Any]] | None:
-    """(source stage, CLASS (H, W), CONFIDENCE (H, W) or None, meta) of the tile's map, or None if absent."""
+def _load_map(
+    tile: Tile, ctx: RunContext, acc: _Acc
+) -> tuple[str, np.ndarray, np.ndarray | None, dict[str, Any]] | None:
+    """(source stage, CLASS (H, W), CONFIDENCE (H, W) or None, meta) of the tile's map, or None if absent.
+
+    A corrupt post-processed map is noted in ``acc`` and the raw prediction used instead.
+    """
     from lcms_tasks import eopatch
 
     for stage in ("postprocessing", "prediction"):
         uri = ctx.tile_uri(stage, tile.id)
         if not ctx.storage.is_complete(uri):
             continue
-        patch, meta = eopatch.load(ctx.storage, uri, features=["mask_timeless/CLASS"])
+        try:
+            patch, meta = eopatch.load(ctx.storage, uri, features=["mask_timeless/CLASS"])
+        except CorruptArtefactError as err:
+            acc.note_corrupt(stage, tile.id, uri, err)
+            continue
         classes = np.asarray(patch.mask_timeless["CLASS"])
         if classes.ndim == 3:
             classes = classes[..., 0]
         if classes.shape != tile.shape:
-            raise StageError(f"{uri}: CLASS has shape {classes.shape}, tile {tile.id} is {tile.shape}")
+            acc.note_corrupt(
+                stage, tile.id, uri, f"{uri}/mask_timeless/CLASS: shape {classes.shape}, the tile is {tile.shape}"
+            )
+            continue
         confidence = None
         try:
             cpatch, _ = eopatch.load(ctx.storage, uri, features=["data_timeless/CONFIDENCE"])
             confidence = np.asarray(cpatch.data_timeless["CONFIDENCE"], dtype=np.float32)[..., 0]
         except ArtefactMissingError:
             log.warning("%s: no data_timeless/CONFIDENCE; mean confidence not reported for tile %s", uri, tile.id)
+        except CorruptArtefactError as err:
+            # The class map itself is sound: it is used, only its confidence is left out.
+            acc.note_corrupt(stage, tile.id, uri, err, missing=False)
         return stage, classes, confidence, meta
     return None
 
 
 def _read_changes(tile: Tile, ctx: RunContext) -> tuple[gpd.GeoDataFrame, dict[str, Any]] | None:
-    """The tile's change polygons (tile CRS) and the stage's metadata, or None if absent."""
+    """The tile's change polygons (tile CRS) and the stage's metadata, or None if absent.
+
+    ``CorruptArtefactError`` if the artefact is complete but its changes.gpkg is absent or unreadable.
+    """
     from lcms_tasks.changes import read_changes
 
     uri = ctx.tile_uri("change_detection", tile.id)
@@ -167,19 +243,22 @@ def _read_changes(tile: Tile, ctx: RunContext) -> tuple[gpd.GeoDataFrame, dict[s
     with ctx.storage.reading_dir(uri) as folder:
         path = Path(folder) / "changes.gpkg"
         if not path.is_file():
-            raise StageError(f"{uri}: complete but has no changes.gpkg (tile {tile.id})")
+            raise CorruptArtefactError(f"{uri}/changes.gpkg: marked complete but the file is absent")
         try:
             # The change stage's own reader: typed columns even for an empty layer.
             frame = read_changes(path)
-        except ValueError as err:
-            raise StageError(f"{uri}/changes.gpkg (tile {tile.id}): {err}") from err
+        except ValueError as err:  # GDAL cannot open it (fiona's DriverError), or not the change table schema
+            raise CorruptArtefactError(f"{uri}/changes.gpkg: unreadable: {err}") from err
     if len(frame) and frame.crs is not None and frame.crs != tile.crs:
         frame = frame.to_crs(tile.crs)
     return frame, meta
 
 
-def _load_truth(tile: Tile, ctx: RunContext) -> tuple[np.ndarray, gpd.GeoDataFrame | None] | None:
-    """TRUTH_LAND_COVER (H, W) and TRUTH_CHANGES of the tile's download EOPatch, or None if it has no truth."""
+def _load_truth(tile: Tile, ctx: RunContext, acc: _Acc) -> tuple[np.ndarray, gpd.GeoDataFrame | None] | None:
+    """TRUTH_LAND_COVER (H, W) and TRUTH_CHANGES of the tile's download EOPatch, or None if it has no truth.
+
+    Corrupt truth layers are noted in ``acc``; the tile is then left out of the evaluation.
+    """
     from lcms_tasks import eopatch
 
     uri = ctx.tile_uri("download", tile.id)
@@ -189,7 +268,18 @@ def _load_truth(tile: Tile, ctx: RunContext) -> tuple[np.ndarray, gpd.GeoDataFra
         patch, _ = eopatch.load(ctx.storage, uri, features=["mask_timeless/TRUTH_LAND_COVER"])
     except ArtefactMissingError:
         return None  # a real (non-synthetic) source: nothing to evaluate against
+    except CorruptArtefactError as err:
+        acc.note_corrupt("download", tile.id, uri, err)
+        return None
     truth = np.asarray(patch.mask_timeless["TRUTH_LAND_COVER"])[..., 0]
+    if truth.shape != tile.shape:
+        acc.note_corrupt(
+            "download",
+            tile.id,
+            uri,
+            f"{uri}/mask_timeless/TRUTH_LAND_COVER: shape {truth.shape}, the tile is {tile.shape}",
+        )
+        return None
     changes = None
     try:
         cpatch, _ = eopatch.load(ctx.storage, uri, features=["vector_timeless/TRUTH_CHANGES"])
@@ -198,6 +288,8 @@ def _load_truth(tile: Tile, ctx: RunContext) -> tuple[np.ndarray, gpd.GeoDataFra
             changes = changes[changes["season_after"].astype(str) == ctx.season]
     except ArtefactMissingError:
         log.warning("%s has TRUTH_LAND_COVER but no TRUTH_CHANGES; change evaluation skips tile %s", uri, tile.id)
+    except CorruptArtefactError as err:
+        acc.note_corrupt("download", tile.id, uri, err, missing=False)  # the map is still evaluated
     return truth, changes
 
 
@@ -266,7 +358,7 @@ def _tile(
     }
 
     # Map: a tile without one counts as no data, so areas still add up; it is listed as missing.
-    loaded = _load_map(tile, ctx)
+    loaded = _load_map(tile, ctx, acc)
     if loaded is None:
         acc.note_missing("postprocessing", tile.id)
         source, classes, confidence = "missing", np.zeros(tile.shape, np.uint8), None
@@ -292,10 +384,23 @@ def _tile(
     # Data quality.
     quality: dict[str, Any] = {"available": False}
     furi = ctx.tile_uri("features", tile.id)
+    valid: np.ndarray | None = None
+    fmeta: dict[str, Any] = {}
     if ctx.storage.is_complete(furi):
-        fpatch, fmeta = eopatch.load(ctx.storage, furi, features=["mask_timeless/VALID_COUNT"])
+        try:
+            fpatch, fmeta = eopatch.load(ctx.storage, furi, features=["mask_timeless/VALID_COUNT"])
+            valid = np.asarray(fpatch.mask_timeless["VALID_COUNT"])[..., 0]
+            if valid.shape != tile.shape:
+                raise CorruptArtefactError(
+                    f"{furi}/mask_timeless/VALID_COUNT: shape {valid.shape}, the tile is {tile.shape}"
+                )
+        except CorruptArtefactError as err:
+            acc.note_corrupt("features", tile.id, furi, err)
+            valid = None
+    else:
+        acc.note_missing("features", tile.id)
+    if valid is not None:
         acc.note_run("features", fmeta)
-        valid = np.asarray(fpatch.mask_timeless["VALID_COUNT"])[..., 0]
         q = dict(fmeta.get("quality") or {})
         acc.quality_metas.append(q)
         for z in range(n_zones):
@@ -309,18 +414,28 @@ def _tile(
             "no_data_share": float(hist[0]) / valid.size if len(hist) and valid.size else 0.0,
         }
     else:
-        acc.note_missing("features", tile.id)
         quality["valid_observations"] = stats.histogram_stats(np.zeros(1, np.int64))
     record["quality"] = quality
 
     # Reference and sampling.
-    reference: dict[str, Any] = {"add_reference": None, "sampling": None, "n_samples": None}
+    reference: dict[str, Any] = {
+        "add_reference": None,
+        "sampling": None,
+        "n_samples": None,
+        "labelled_pixels": None,
+        "has_reference": False,
+    }
     ruri = ctx.tile_uri("add_reference", tile.id)
     if ctx.storage.is_complete(ruri):
         rmeta = ctx.storage.read_marker(ruri)
         acc.note_run("add_reference", rmeta)
-        reference["add_reference"] = _figures(rmeta)
-        acc.ref_metas.append(_figures(rmeta))
+        rfig = _figures(rmeta)
+        reference["add_reference"] = rfig
+        reference["labelled_pixels"] = _labelled_pixels(rfig)
+        # add_reference runs on every tile; a tile *has* reference only where it labelled pixels.
+        reference["has_reference"] = reference["labelled_pixels"] > 0
+        acc.ref_metas.append(rfig)
+        acc.option_echoes.setdefault("add_reference", []).append((tile.id, rfig))
     else:
         acc.note_missing("add_reference", tile.id)
     suri = ctx.tile_uri("sampling", tile.id)
@@ -328,10 +443,11 @@ def _tile(
     if ctx.storage.is_complete(suri):
         smeta = ctx.storage.read_marker(suri)
         acc.note_run("sampling", smeta)
-        sfig = {k: v for k, v in _figures(smeta).items() if k != "feature_names"}  # names: long and per model
+        sfig = _figures(smeta)  # feature names dropped: long, and the model's metadata has them
         reference["sampling"] = sfig
         reference["n_samples"] = int(smeta.get("n_samples") or 0)
         acc.sampling_metas.append(sfig)
+        acc.option_echoes.setdefault("sampling", []).append((tile.id, sfig))
     else:
         acc.note_missing("sampling", tile.id)
     reference["used_for_training"] = evaluate.used_for_training(smeta)
@@ -339,7 +455,12 @@ def _tile(
 
     # Changes, clipped to regions geometrically.
     changes_info: dict[str, Any] = {"available": False, "n_polygons": 0, "area_km2": 0.0, "transitions": []}
-    changes = _read_changes(tile, ctx)
+    curi = ctx.tile_uri("change_detection", tile.id)
+    try:
+        changes = _read_changes(tile, ctx)
+    except CorruptArtefactError as err:
+        acc.note_corrupt("change_detection", tile.id, curi, err)
+        changes = None
     predicted_geoms: list[Any] = []
     if changes is not None:
         frame, cmeta = changes
@@ -369,12 +490,12 @@ def _tile(
         outlines = acc.outlines.setdefault(tile.epsg, [])
         outlines.extend(predicted_geoms[: max(MAX_OUTLINES - len(outlines), 0)])
     else:
-        acc.note_missing("change_detection", tile.id)
+        acc.note_missing("change_detection", tile.id)  # listed once even if also noted as corrupt
     record["changes"] = changes_info
 
     # Truth.
     if options.evaluate_against_truth:
-        truth = _load_truth(tile, ctx)
+        truth = _load_truth(tile, ctx, acc)
         if truth is not None:
             acc.truth_tiles += 1
             truth_lc, truth_changes = truth
@@ -431,6 +552,7 @@ def _zone_entry(
 
 
 def _reference_totals(acc: _Acc) -> dict[str, Any]:
+    """Reference and sampling figures of the run's tiles: tile counts and sums of additive figures only."""
     from lcms_tasks.report import stats
 
     reasons: Counter[str] = Counter()
@@ -442,22 +564,112 @@ def _reference_totals(acc: _Acc) -> dict[str, Any]:
             reasons[str(s["skipped_reason"])] += 1
         else:
             reasons["no samples"] += 1
-    sampling_totals = stats.sum_numeric(acc.sampling_metas)
+    sampling_totals = stats.sum_figures(acc.sampling_metas, stats.ADDITIVE_FIGURES["sampling"])
+    with_reference = sum(1 for r in acc.ref_metas if _labelled_pixels(r) > 0)
     return {
-        "n_tiles_with_reference": len(acc.ref_metas),
+        # Tiles with labelled reference pixels; add_reference also runs (and labels nothing) elsewhere.
+        "n_tiles_with_reference": with_reference,
+        "n_tiles_with_add_reference": len(acc.ref_metas),
+        "n_tiles_without_labelled_pixels": len(acc.ref_metas) - with_reference,
         "n_tiles_with_sampling": len(acc.sampling_metas),
         "n_tiles_sampled": sampled,
         "skipped_reasons": dict(reasons),
         "n_samples": int(sampling_totals.get("n_samples", 0)),
         "sampling_totals": sampling_totals,
-        "add_reference_totals": stats.sum_numeric(acc.ref_metas),
+        "add_reference_totals": stats.sum_figures(acc.ref_metas, stats.ADDITIVE_FIGURES["add_reference"]),
+        "summed_figures": {k: list(stats.ADDITIVE_FIGURES[k]) for k in ("add_reference", "sampling")},
+    }
+
+
+def _configured_options(ctx: RunContext) -> dict[str, Any]:
+    """The add_reference and sampling options as the config sets them (one value each, never per tile)."""
+    stages = ctx.config.stages
+    return {
+        "add_reference": stages.add_reference.model_dump(mode="json"),
+        "sampling": stages.sampling.model_dump(mode="json"),
+    }
+
+
+def _option_differences(acc: _Acc, options: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Options whose value in some tiles' markers differs from the config (those tiles ran with another).
+
+    One entry per (stage, option): the configured value and {value in the markers: tile ids}.
+    """
+    from lcms_tasks.report import stats
+
+    out: list[dict[str, Any]] = []
+    for stage, paths in stats.MARKER_OPTIONS.items():
+        for path, option in paths.items():
+            configured = options.get(stage, {}).get(option)
+            others: dict[str, list[str]] = {}
+            for tile_id, figures in acc.option_echoes.get(stage, []):
+                value = stats.value_at(figures, path, _ABSENT)
+                if value is not _ABSENT and value != configured:  # older markers may not echo an option
+                    others.setdefault(json.dumps(value), []).append(tile_id)
+            if others:
+                out.append(
+                    {
+                        "stage": stage,
+                        "option": option,
+                        "configured": configured,
+                        "in_markers": [
+                            {"value": json.loads(v), "n_tiles": len(t), "tiles": sorted(t)}
+                            for v, t in sorted(others.items())
+                        ],
+                    }
+                )
+    return out
+
+
+def _training_section(
+    metadata: Mapping[str, Any], legend: Sequence[ClassInfo], metrics: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Which classes the model learned, which it dropped (too few samples) and which it never saw.
+
+    Read from the training stage's metadata (``data.dropped_classes``: id, name, train_samples;
+    ``data.absent_classes``: ids); test sample counts from its per-split class counts.
+    """
+    names = {c.id: c.name for c in legend}
+    raw_data, raw_hyper = metadata.get("data"), metadata.get("hyperparameters")
+    data: Mapping[str, Any] = raw_data if isinstance(raw_data, Mapping) else {}
+    hyper: Mapping[str, Any] = raw_hyper if isinstance(raw_hyper, Mapping) else {}
+    test_counts = {str(k): int(v) for k, v in ((data.get("class_counts") or {}).get("test") or {}).items()}
+    if not test_counts and metrics:
+        test_counts = {str(k): int(v.get("support") or 0) for k, v in (metrics.get("per_class") or {}).items()}
+
+    def name_of(cid: int, fallback: Any = None) -> str:
+        return names.get(cid) or (str(fallback) if fallback else f"class {cid}")
+
+    dropped = [
+        {
+            "id": int(r["id"]),
+            "name": name_of(int(r["id"]), r.get("name")),
+            "train_samples": r.get("train_samples", r.get("count")),
+            "test_samples": test_counts.get(str(int(r["id"])), 0),
+        }
+        for r in (data.get("dropped_classes") or metadata.get("dropped_classes") or [])
+        if isinstance(r, Mapping) and "id" in r
+    ]
+    absent = [
+        {"id": int(cid), "name": name_of(int(cid)), "test_samples": test_counts.get(str(int(cid)), 0)}
+        for cid in (data.get("absent_classes") or metadata.get("absent_classes") or [])
+    ]
+    learned = (metadata.get("label_encoding") or {}).get("class_ids")
+    return {
+        "min_samples_per_class": hyper.get("min_samples_per_class"),
+        "drop_rare_classes": hyper.get("drop_rare_classes"),
+        "classes_learned": None
+        if learned is None
+        else [{"id": int(cid), "name": name_of(int(cid))} for cid in learned],
+        "dropped_classes": dropped,
+        "absent_classes": absent,
     }
 
 
 def _quality_totals(acc: _Acc, zone_all: _Zones) -> dict[str, Any]:
     from lcms_tasks.report import stats
 
-    summed = stats.sum_numeric(acc.quality_metas)
+    summed = stats.sum_figures(acc.quality_metas, stats.ADDITIVE_FIGURES["features"])
     hist = zone_all.valid_hist
     n = int(hist.sum())
     return {
@@ -471,7 +683,8 @@ def _quality_totals(acc: _Acc, zone_all: _Zones) -> dict[str, Any]:
 
 
 def _aoi_area_km2(region_frame: gpd.GeoDataFrame, tiles: Sequence[Tile]) -> list[float]:
-    """Each region's polygon area (km²) within the project tiles, measured in each tile group's CRS."""
+    """Each region's polygon area (km²) within ``tiles`` (the report's: a subset's AOI is its share), measured
+    in each tile group's CRS."""
     import shapely
 
     areas = np.zeros(len(region_frame))
@@ -483,14 +696,18 @@ def _aoi_area_km2(region_frame: gpd.GeoDataFrame, tiles: Sequence[Tile]) -> list
 
 
 def build_report(ctx: RunContext) -> tuple[dict[str, Any], _Acc, gpd.GeoDataFrame, list[ClassInfo]]:
-    """Read every input and compute the report's figures (no writing)."""
-    from lcms_tasks.grid import project_tiles
+    """Read the inputs of the run's tiles (``ctx.tiles()``) and compute the report's figures (no writing)."""
     from lcms_tasks.report import evaluate, stats
 
     cfg = ctx.config
     options: Options = cfg.stages.reporting
     legend = [stats.ClassInfo(c.id, c.name, c.color) for c in cfg.legend()]
-    tiles = project_tiles(cfg)
+    tiles = ctx.tiles()
+    coverage = ctx.coverage()
+    if ctx.is_subset:
+        log.info(
+            "reporting: a subset of %d of the project's %d tiles", coverage["n_tiles"], coverage["n_project_tiles"]
+        )
     region_names, region_frame = _regions(cfg)
     n_zones = len(region_names) + 1
     acc = _Acc(zones=[_Zones() for _ in range(n_zones)])
@@ -504,9 +721,17 @@ def build_report(ctx: RunContext) -> tuple[dict[str, Any], _Acc, gpd.GeoDataFram
         log.info("reporting: tile %s", tile.id)
         _tile(tile, ctx, acc, by_epsg[tile.epsg], [OUTSIDE_AOI, *region_names], legend, thumb_px)
     if acc.map_sources["missing"] == len(tiles):
+        corrupt = [c for c in acc.corrupt if c["stage"] in ("postprocessing", "prediction")]
+        detail = (
+            f"; {len({c['tile'] for c in corrupt})} tile(s) have a corrupt one, e.g. {corrupt[0]['file']}: "
+            f"{corrupt[0]['problem']}"
+            if corrupt
+            else ""
+        )
         raise StageError(
-            f"no tile of project {cfg.project!r} season {ctx.season} has a map: neither "
-            f"{ctx.stage_uri('postprocessing')} nor {ctx.stage_uri('prediction')} holds a complete tile"
+            f"no tile of project {cfg.project!r} season {ctx.season} ({len(tiles)} tiles) has a readable map: "
+            f"neither {ctx.stage_uri('postprocessing')} nor {ctx.stage_uri('prediction')} holds a complete, "
+            f"readable tile{detail}"
         )
 
     total = _Zones()
@@ -540,6 +765,7 @@ def build_report(ctx: RunContext) -> tuple[dict[str, Any], _Acc, gpd.GeoDataFram
 
     metadata = _training_metadata(ctx)
     metrics = None
+    training = None
     if metadata is None:
         acc.missing.setdefault("training", []).append("model")
     else:
@@ -548,6 +774,22 @@ def build_report(ctx: RunContext) -> tuple[dict[str, Any], _Acc, gpd.GeoDataFram
             metrics = stats.normalise_metrics(metadata, legend)
         except (ValueError, TypeError) as err:
             raise StageError(f"{ctx.run_uri('training', 'model')}: unreadable test metrics: {err}") from err
+        training = _training_section(metadata, legend, metrics)
+        not_learned = [c["id"] for c in (*training["dropped_classes"], *training["absent_classes"])]
+        if metrics is not None:
+            # The model cannot predict these classes: scores of 0 would read as a model that fails on them.
+            # Their test samples stay in the confusion matrix and overall figures (as errors).
+            metrics["per_class"] = {
+                k: v for k, v in (metrics.get("per_class") or {}).items() if str(k) not in {str(i) for i in not_learned}
+            }
+            metrics["classes_not_learned"] = not_learned
+        for c in training["dropped_classes"]:
+            log.info(
+                "reporting: class %s was dropped from training (%s training samples, %s test samples)",
+                c["name"],
+                c["train_samples"],
+                c["test_samples"],
+            )
 
     evaluation = None
     if options.evaluate_against_truth and acc.truth_tiles:
@@ -565,6 +807,8 @@ def build_report(ctx: RunContext) -> tuple[dict[str, Any], _Acc, gpd.GeoDataFram
             for cid, row in evaluation["per_class"].items():
                 row["name"] = {c.id: c.name for c in legend}.get(int(cid), f"class {cid}")
 
+    configured = _configured_options(ctx)
+    total_entry["reference"]["options_differing_in_markers"] = _option_differences(acc, configured)
     report: dict[str, Any] = {
         "schema_version": 1,
         "run": {
@@ -576,9 +820,14 @@ def build_report(ctx: RunContext) -> tuple[dict[str, Any], _Acc, gpd.GeoDataFram
             "resolution_m": cfg.grid.resolution_m,
             "pixel_area_m2": pixel_area,
             "n_tiles": len(tiles),
+            # What the report covers: the tile subset (None: every project tile) out of how many.
+            "is_subset": ctx.is_subset,
+            "tile_subset": coverage["tile_subset"],
+            "n_project_tiles": coverage["n_project_tiles"],
             "map_sources": dict(acc.map_sources),
             "upstream_run_ids": {k: sorted(v) for k, v in sorted(acc.run_ids.items())},
         },
+        "options": configured,
         "legend": [{"id": c.id, "name": c.name, "color": c.color} for c in legend],
         "aoi": {
             "region_column": cfg.aoi.region_column,
@@ -596,8 +845,10 @@ def build_report(ctx: RunContext) -> tuple[dict[str, Any], _Acc, gpd.GeoDataFram
         "outside_aoi": outside,
         "tiles": acc.tiles if options.include_tiles_table else None,
         "metrics": metrics,
+        "training": training,
         "evaluation": evaluation,
         "missing_inputs": {k: sorted(set(v)) for k, v in sorted(acc.missing.items())},
+        "corrupt_inputs": acc.corrupt,
     }
     return _jsonable(report), acc, region_frame, legend
 
@@ -623,7 +874,13 @@ def _plots(
 
     images: dict[str, Any] = {"mosaics": []}
     names = {c.id: c.name for c in legend}
-    html.plot_class_areas(report["total"]["class_areas"], folder / "class_areas.png", "Class areas, all tiles")
+    run = report["run"]
+    title = (
+        f"Class areas, {run['n_tiles']} of {run['n_project_tiles']} tiles"
+        if run["is_subset"]
+        else "Class areas, all tiles"
+    )
+    html.plot_class_areas(report["total"]["class_areas"], folder / "class_areas.png", title)
     images["class_areas"] = "class_areas.png"
     for key, section, title in (
         ("confusion", report.get("metrics"), "Test confusion matrix"),
@@ -664,24 +921,24 @@ def _plots(
 
 def run(ctx: RunContext) -> list[str]:
     """Compute the season's report and publish report.json, report.html and plots as one folder."""
-    from lcms_tasks.grid import project_tiles
     from lcms_tasks.report import html
 
     report, acc, region_frame, legend = build_report(ctx)
-    tiles = project_tiles(ctx.config)
+    tiles = ctx.tiles()
     uri = ctx.run_uri(NAME, "report")
     ev = report.get("evaluation") or {}
     marker = ctx.marker_meta(
         NAME,
         None,
         {
-            "n_tiles": report["run"]["n_tiles"],
+            **ctx.coverage(),
             "map_sources": report["run"]["map_sources"],
             "total_area_km2": report["total"]["area_km2"],
             "change_area_km2": report["total"]["changes"]["area_km2"],
             "overall_accuracy": (report.get("metrics") or {}).get("overall_accuracy"),
             "truth_overall_accuracy": ev.get("overall_accuracy"),
             "missing_inputs": {k: len(v) for k, v in report["missing_inputs"].items()},
+            "n_corrupt_inputs": len(report["corrupt_inputs"]),
         },
     )
     with ctx.storage.writing_dir(uri, marker) as staging:
@@ -690,5 +947,5 @@ def run(ctx: RunContext) -> list[str]:
             json.dumps(report, indent=2, sort_keys=False, allow_nan=False), encoding="utf-8"
         )
         (staging / "report.html").write_text(html.render(report, images), encoding="utf-8")
-    log.info("reporting: wrote %s (%d tiles)", uri, len(tiles))
+    log.info("reporting: wrote %s (%d of %d project tiles)", uri, len(tiles), len(ctx.project_tiles()))
     return [uri]

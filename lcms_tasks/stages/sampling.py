@@ -27,6 +27,7 @@ from lcms_tasks.schema import StrictModel
 if TYPE_CHECKING:
     from lcms_tasks.context import RunContext
     from lcms_tasks.grid import Tile
+    from lcms_tasks.preflight import Need
 
 NAME = "sampling"
 SAMPLES_FILE = "samples.npz"
@@ -123,6 +124,13 @@ def write_samples(
         col=cols.astype(np.int32, copy=False),
         polygon_id=polygon_id.astype(np.int64, copy=False),
     )
+
+
+def needs(ctx: RunContext) -> list[Need]:
+    """The reference masks and the features of every tile."""
+    from lcms_tasks.preflight import Need
+
+    return [Need("add_reference", ctx.season), Need("features", ctx.season)]
 
 
 def run(tile: Tile, ctx: RunContext) -> list[str]:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from lcms_tasks.config import LegendClass
     from lcms_tasks.context import RunContext
+    from lcms_tasks.preflight import Need
     from lcms_tasks.storage import Storage
 
 NAME = "training"
@@ -309,7 +310,11 @@ def train_and_evaluate(
             options.min_samples_per_class,
         )
     if selection.absent:
-        log.info("training: legend classes without training samples: %s", selection.absent)
+        names = {c.id: c.name for c in legend}
+        log.info(
+            "training: legend classes without training samples: %s",
+            ", ".join(f"{names.get(i, i)} ({i})" for i in selection.absent),
+        )
     class_ids = selection.class_ids
     n_classes = len(class_ids)
 
@@ -373,13 +378,34 @@ def train_and_evaluate(
     return booster, metadata
 
 
+def needs(ctx: RunContext) -> list[Need]:
+    """The season's merged dataset."""
+    from lcms_tasks.preflight import Need
+
+    return [Need("merge_features", ctx.season, artefact="dataset", what="the merged sample dataset")]
+
+
 def run(ctx: RunContext) -> list[str]:
     """Train the season's model from the merged dataset and store it with its metadata."""
     options: Options = ctx.config.stages.training
     dataset_uri = ctx.run_uri("merge_features", "dataset")
+    coverage = ctx.coverage()
+    dataset_subset = ctx.storage.read_marker(dataset_uri).get("tile_subset")
+    if sorted(dataset_subset or []) != sorted(coverage["tile_subset"] or []):
+        from lcms_tasks.errors import ConfigError
+
+        def said(subset: list[str] | None) -> str:
+            return f"the tile subset {', '.join(subset)}" if subset else "every tile"
+
+        raise ConfigError(
+            f"the dataset of season {ctx.season} ({dataset_uri}) covers {said(dataset_subset)}, but this training "
+            f"run covers {said(coverage['tile_subset'])}: run merge_features with the same tiles first",
+            field="tiles",
+        )
     data = load_dataset(ctx.storage, dataset_uri)
     booster, metadata = train_and_evaluate(data, ctx.config.legend(), options)
     metadata["legend_name"] = ctx.config.classification.legend
+    metadata.update(coverage)
     uri = ctx.run_uri(NAME, "model")
     full = ctx.marker_meta(NAME, None, metadata)
     with ctx.storage.writing_dir(uri, full) as staging:

@@ -33,6 +33,30 @@ def stage_asset(stage: str) -> Asset:
     return Asset(name=f"lcms_{stage}", uri=f"x-lcms://stages/{stage}", group="lcms")
 
 
+def _param_help(info: StageInfo) -> dict[str, str]:
+    """What each trigger-form parameter means for this stage (the form's help and the DAG's doc)."""
+    helps = {
+        "config": "Path of the project config YAML (on the machines that run the tasks).",
+        "season": "Season id from the config; empty = the latest season (a scheduled run: the season "
+        "that has just ended).",
+    }
+    if info.mapped:
+        helps["tiles"] = (
+            "Tile ids to process (one per line); empty = every tile of the project. The subset flows down "
+            "the chain: later stages, the model and the report cover these tiles only."
+        )
+        helps["skip_existing"] = "Skip tiles whose output of this stage is already complete (resume a run)."
+    else:
+        helps["tiles"] = (
+            f"This stage runs once for the season; `tiles` restricts it to the outputs of these tiles "
+            f"(the {info.name} of a tile subset; the report then says it covers a subset). Empty = every "
+            "tile. Set by the upstream stage when the chain runs."
+        )
+    for param in info.params:
+        helps[param.name] = param.description
+    return helps
+
+
 def _doc(info: StageInfo) -> str:
     trigger = (
         f"Runs when **lcms_{info.upstream}** publishes its asset (same config, season and tiles), "
@@ -41,24 +65,32 @@ def _doc(info: StageInfo) -> str:
         else "Runs by hand (or from a schedule) with the parameters below."
     )
     work = "mapped over tile batches" if info.mapped else "once for the whole season"
+    params = "\n".join(f"* `{name}`: {text}" for name, text in _param_help(info).items())
     return (
         f"### LCMS stage `{info.name}`\n\n{info.summary}\n\n{trigger} Work runs {work}; "
-        f"outputs land under the config's storage root at `<project>/<season>/{info.name}/`.\n\n"
-        "Parameters: `config` (path of the project YAML), `season` (empty: the latest season), "
-        "`tiles` (empty: all tiles), `skip_existing` (skip tiles whose output is complete)."
-        + "".join(f" `{name}`: {desc}" for name, (_, desc) in runs.STAGE_PARAMS.get(info.name, {}).items())
+        f"outputs land under the config's storage root at `<project>/<season>/{info.name}/`. "
+        "Every default of the trigger form can be submitted as it is.\n\nParameters:\n\n" + params
     )
 
 
-def _params(stage: str) -> dict[str, Param]:
+def _params(info: StageInfo) -> dict[str, Param]:
+    """The trigger form. Optional fields allow JSON null: the form refuses an empty typed field otherwise."""
+    helps = _param_help(info)
     params = {
-        "config": Param(runs.default_config_path(), type="string", description="Path of the project config YAML."),
-        "season": Param("", type="string", description="Season id from the config; empty = the latest season."),
-        "tiles": Param([], type="array", items={"type": "string"}, description="Tile ids; empty = all tiles."),
-        "skip_existing": Param(False, type="boolean", description="Skip tiles whose output is already complete."),
+        "config": Param(
+            runs.default_config_path(), type="string", minLength=1, title="Project config", description=helps["config"]
+        ),
+        "season": Param(None, type=["null", "string"], title="Season", description=helps["season"]),
+        "tiles": Param(
+            None, type=["null", "array"], items={"type": "string"}, title="Tiles", description=helps["tiles"]
+        ),
     }
-    for name, (default, description) in runs.STAGE_PARAMS.get(stage, {}).items():
-        params[name] = Param(default, type="string", description=description)
+    if info.mapped:
+        params["skip_existing"] = Param(
+            False, type="boolean", title="Skip complete tiles", description=helps["skip_existing"]
+        )
+    for param in info.params:
+        params[param.name] = Param(None, type=["null", "string"], title=param.name, description=helps[param.name])
     return params
 
 
@@ -87,7 +119,10 @@ def build_stage_dag(stage: str) -> DAG:
         schedule=[stage_asset(info.upstream)] if info.upstream else (os.environ.get("LCMS_DOWNLOAD_SCHEDULE") or None),
         start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
         catchup=False,
-        params=_params(stage),
+        params=_params(info),
+        # A fresh metadata database must run the whole chain: each stage DAG is triggered by the
+        # previous one's asset, which a paused DAG would ignore.
+        is_paused_upon_creation=False,
         tags=["lcms", f"stage:{stage}", "mapped" if info.mapped else "season"],
         default_args={
             "owner": OWNER,
@@ -99,38 +134,42 @@ def build_stage_dag(stage: str) -> DAG:
 
         @task(task_id="resolve", retries=0)
         def resolve() -> list[dict[str, Any]]:
-            """Decide which config/season/tiles this run processes, and validate them."""
-            from lcms_tasks.config import load_config
+            """Decide which config/season/tiles this run processes and check it all before any work.
 
+            Bad parameters, a config that does not validate and missing upstream outputs fail here, once,
+            with one line saying what to do, and are not retried.
+            """
             context = get_current_context()
             specs = runs.resolve_run_specs(dict(context["params"]), _event_extras(context, info.upstream), stage=stage)
             # Scheduled and backfill runs carry a data interval: they process the season ended by then.
             interval_end = context.get("data_interval_end")
             run_type = context["dag_run"].run_type
             scheduled = str(getattr(run_type, "value", run_type)) in {"scheduled", "backfill"}
-            for spec in specs:
-                cfg = load_config(spec["config"])
-                if not spec["season"] and scheduled and interval_end is not None:
-                    spec["season"] = runs.season_for_date(
-                        {k: (v.start, v.end) for k, v in cfg.seasons.items()}, interval_end.date()
+            try:
+                return [
+                    runs.prepare_spec(
+                        spec,
+                        stage,
+                        str(context["run_id"]),
+                        interval_end.date() if scheduled and interval_end is not None else None,
                     )
-                spec["season"] = spec["season"] or cfg.default_season()
-                cfg.season(spec["season"])
-                spec["project"] = cfg.project
-                spec["run_id"] = str(context["run_id"])
-            return specs
+                    for spec in specs
+                ]
+            except Exception as err:
+                converted = tile_runners.permanent_failure(err)
+                if converted is err:
+                    raise
+                raise converted from err
 
         @task(task_id="plan", retries=0)
         def plan(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             """Split each run's tiles into batches: one mapped task instance per batch."""
-            from lcms_tasks.config import load_config
-            from lcms_tasks.context import RunContext
             from lcms_tasks.runner import plan_batches
 
             items = []
             for spec in specs:
-                ctx = RunContext.create(load_config(spec["config"]), season=spec["season"], run_id=spec["run_id"])
-                for batch in plan_batches(ctx, spec["tiles"] or None):
+                ctx = tile_runners.run_context(spec)
+                for batch in plan_batches(ctx):
                     items.append({**spec, "batch": batch["id"], "tile_ids": batch["tile_ids"]})
             return items
 

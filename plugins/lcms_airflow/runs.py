@@ -17,18 +17,15 @@ from typing import Any
 #: Keys every run spec carries (and every asset event's extra).
 RUN_KEYS = ("config", "season", "tiles", "skip_existing", "upstream_run_id", "project", "params")
 
-#: Extra trigger-form parameters of some stages: name -> (default, description). They reach the
-#: stage as ``RunContext.params``; an empty value means "the stage's default".
-STAGE_PARAMS: dict[str, dict[str, tuple[str, str]]] = {
-    "change_detection": {
-        "before_season": ("", "Season to compare against; empty = the season before `season` in the config."),
-    },
-}
-
 
 def _stage_params(stage: str | None, source: dict[str, Any]) -> dict[str, Any]:
-    names = STAGE_PARAMS.get(stage or "", {})
-    return {name: source[name] for name in names if source.get(name)}
+    """The run parameters (``RunContext.params``) of ``stage`` found in ``source``; empty ones dropped."""
+    if not stage:
+        return {}
+    from lcms_tasks.stages import stage_info
+
+    names = [p.name for p in stage_info(stage).params]
+    return {name: source[name] for name in names if source.get(name) not in (None, "")}
 
 
 def default_config_path() -> str:
@@ -62,7 +59,9 @@ def run_spec_from_params(params: dict[str, Any], stage: str | None = None) -> di
     """The run spec of a hand-triggered run."""
     tiles = params.get("tiles") or []
     if isinstance(tiles, str):
-        tiles = [t.strip() for t in tiles.replace(",", " ").split() if t.strip()]
+        tiles = tiles.split(",")
+    # One id per line in the form; commas and spaces separate too; blank lines are ignored.
+    tiles = [t for item in tiles for t in str(item).replace(",", " ").split()]
     return {
         "config": str(params.get("config") or default_config_path()),
         "season": str(params.get("season") or ""),
@@ -82,6 +81,45 @@ def resolve_run_specs(
     return from_events or [run_spec_from_params(params, stage)]
 
 
+def prepare_spec(spec: dict[str, Any], stage: str, run_id: str, scheduled_date: dt.date | None) -> dict[str, Any]:
+    """``spec`` completed (season, project, run id) and checked before any work.
+
+    Checks the config (everything :func:`lcms_tasks.checks.check_project` can check without imagery,
+    for the run's season), the season, the tile subset, the stage's run parameters and that the
+    stage's inputs exist. Raises the LCMS error (permanent: a retry cannot help) naming the problem.
+    ``scheduled_date``: the data interval's end of a scheduled or backfill run without a season.
+    """
+    from lcms_tasks.checks import check_project
+    from lcms_tasks.config import load_config
+    from lcms_tasks.context import RunContext
+    from lcms_tasks.preflight import check_run
+
+    cfg = load_config(spec["config"])
+    season = spec.get("season") or ""
+    if not season and scheduled_date is not None:
+        season = season_for_date({k: (v.start, v.end) for k, v in cfg.seasons.items()}, scheduled_date)
+    season = season or cfg.default_season()
+    cfg.season(season)  # ConfigError naming the known seasons
+    check_project(cfg, config_path=spec["config"], seasons=[season])
+    ctx = RunContext.create(
+        cfg,
+        season=season,
+        run_id=run_id,
+        config_path=spec["config"],
+        params=dict(spec.get("params") or {}),
+        subset=list(spec.get("tiles") or []) or None,
+    )
+    check_run(stage, ctx)
+    return {
+        **spec,
+        "season": season,
+        "project": cfg.project,
+        "run_id": run_id,
+        "params": ctx.params,
+        "tiles": [t.id for t in ctx.tiles()] if ctx.is_subset else [],
+    }
+
+
 def season_for_date(seasons: dict[str, tuple[dt.date, dt.date]], when: dt.date) -> str:
     """The season a scheduled or backfill run at ``when`` processes: the latest one ended by then.
 
@@ -90,6 +128,8 @@ def season_for_date(seasons: dict[str, tuple[dt.date, dt.date]], when: dt.date) 
     """
     ended = [(end, sid) for sid, (_, end) in seasons.items() if end < when]
     if not ended:
+        from lcms_tasks.errors import ConfigError
+
         first = min(start for start, _ in seasons.values())
-        raise ValueError(f"no season of the config has ended by {when} (the first starts {first})")
+        raise ConfigError(f"no season of the config has ended by {when} (the first starts {first})", field="seasons")
     return max(ended)[1]

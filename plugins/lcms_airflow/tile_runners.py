@@ -14,10 +14,26 @@ by editing DAG files:
 
 from __future__ import annotations
 
+import datetime as dt
 import os
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow.sdk import task
+
+if TYPE_CHECKING:
+    from lcms_tasks.stages import StageInfo
+
+
+def execution_timeout(info: StageInfo) -> dt.timedelta:
+    """Timeout of one run_batch / run_season task: ``LCMS_TIMEOUT_MINUTES_<STAGE>``, else the stage's default."""
+    raw = os.environ.get(f"LCMS_TIMEOUT_MINUTES_{info.name.upper()}") or str(info.timeout_minutes)
+    try:
+        minutes = float(raw)
+    except ValueError:
+        raise ValueError(f"LCMS_TIMEOUT_MINUTES_{info.name.upper()}={raw!r} is not a number of minutes") from None
+    if minutes <= 0:
+        raise ValueError(f"LCMS_TIMEOUT_MINUTES_{info.name.upper()}={raw!r} must be > 0")
+    return dt.timedelta(minutes=minutes)
 
 
 class TileRunner(Protocol):
@@ -33,7 +49,10 @@ def batch_command(stage: str, item: dict[str, Any]) -> list[str]:
         cmd += ["--batch", item["batch"]]
         for tile in item.get("tiles") or []:
             cmd += ["--subset", tile]
-    if item.get("skip_existing"):
+    else:  # a per-season stage on a tile subset
+        for tile in item.get("tiles") or []:
+            cmd += ["--tile", tile]
+    if item.get("skip_existing") and item.get("batch"):  # per-tile stages only: `lcms run` refuses it otherwise
         cmd.append("--skip-existing")
     if item.get("upstream_run_id"):
         cmd += ["--upstream-run-id", str(item["upstream_run_id"])]
@@ -42,11 +61,13 @@ def batch_command(stage: str, item: dict[str, Any]) -> list[str]:
     return cmd
 
 
-def _context(item: dict[str, Any]) -> Any:
-    from lcms_airflow.credentials import install
-    from lcms_tasks.config import load_config
+def run_context(item: dict[str, Any]) -> Any:
+    """The stage's :class:`~lcms_tasks.context.RunContext` for a run spec or batch item.
 
-    install()  # sources read credentials (e.g. Sentinel Hub) from Airflow connections inside tasks
+    The same fields as :func:`batch_command` passes to ``lcms run``, so a batch sees the same config,
+    season, tile subset and run parameters whichever runner executes it.
+    """
+    from lcms_tasks.config import load_config
     from lcms_tasks.context import RunContext
 
     return RunContext.create(
@@ -56,31 +77,76 @@ def _context(item: dict[str, Any]) -> Any:
         config_path=item["config"],
         skip_existing=bool(item.get("skip_existing")),
         upstream_run_id=item.get("upstream_run_id"),
+        params=dict(item.get("params") or {}),
+        subset=list(item.get("tiles") or []) or None,
     )
+
+
+def permanent_failure(err: BaseException) -> BaseException:
+    """An exception Airflow does not retry, for an LCMS error a retry cannot fix; else ``err`` itself."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from lcms_tasks.errors import LcmsError
+
+    if isinstance(err, LcmsError) and err.permanent:
+        return AirflowFailException(str(err))
+    return err
+
+
+def _run_in_worker(fn: Any, *args: Any) -> Any:
+    """Call ``fn`` with Airflow connections as credential source; permanent errors fail without retries."""
+    from lcms_airflow.credentials import install
+
+    install()  # sources read credentials (e.g. Sentinel Hub) from Airflow connections inside tasks
+    try:
+        return fn(*args)
+    except Exception as err:
+        converted = permanent_failure(err)
+        if converted is err:
+            raise
+        raise converted from err
 
 
 class LocalRunner:
     """Runs batches inside the Airflow worker process."""
 
     def map_batches(self, stage: str, items: Any) -> Any:
-        @task(task_id="run_batch", map_index_template="{{ task.op_kwargs['item']['batch'] }}")
+        @task(
+            task_id="run_batch",
+            map_index_template="{{ task.op_kwargs['item']['batch'] }}",
+            execution_timeout=self.timeout(stage),
+        )
         def run_batch(item: dict[str, Any]) -> dict[str, Any]:
             """Run the stage on one batch of tiles; returns the URIs written (no arrays)."""
             from lcms_tasks.runner import run_batch as _run
 
-            return _run(stage, item["batch"], _context(item), item.get("tiles") or None).to_dict()
+            def work() -> dict[str, Any]:
+                return _run(stage, item["batch"], run_context(item)).to_dict()
+
+            result: dict[str, Any] = _run_in_worker(work)
+            return result
 
         return run_batch.expand(item=items)
 
     def run_season(self, stage: str, specs: Any) -> Any:
-        @task(task_id="run_season")
+        @task(task_id="run_season", execution_timeout=self.timeout(stage))
         def run_season(spec: dict[str, Any]) -> list[str]:
-            """Run the stage once for the whole season."""
+            """Run the stage once for the whole season (on the run's tile subset, if any)."""
             from lcms_tasks.runner import run_stage
 
-            return run_stage(stage, _context(spec))
+            def work() -> list[str]:
+                return run_stage(stage, run_context(spec))
+
+            result: list[str] = _run_in_worker(work)
+            return result
 
         return run_season.expand(spec=specs)
+
+    @staticmethod
+    def timeout(stage: str) -> dt.timedelta:
+        from lcms_tasks.stages import stage_info
+
+        return execution_timeout(stage_info(stage))
 
 
 class EcsRunner:
@@ -96,7 +162,7 @@ class EcsRunner:
         groups = [s for s in os.environ.get("LCMS_ECS_SECURITY_GROUPS", "").split(",") if s]
         self.network = {"awsvpcConfiguration": {"subnets": subnets, "securityGroups": groups}} if subnets else None
 
-    def _operator(self, task_id: str) -> Any:
+    def _operator(self, task_id: str, stage: str) -> Any:
         from airflow.providers.amazon.aws.operators.ecs import EcsRunTaskOperator
 
         kwargs: dict[str, Any] = {
@@ -106,6 +172,7 @@ class EcsRunner:
             "launch_type": self.launch_type,
             "aws_conn_id": self.aws_conn_id,
             "wait_for_completion": True,
+            "execution_timeout": LocalRunner.timeout(stage),
         }
         if self.network:
             kwargs["network_configuration"] = self.network
@@ -122,10 +189,10 @@ class EcsRunner:
         return overrides
 
     def map_batches(self, stage: str, items: Any) -> Any:
-        return self._operator("run_batch").expand(overrides=self._overrides(stage, "ecs_commands")(items))
+        return self._operator("run_batch", stage).expand(overrides=self._overrides(stage, "ecs_commands")(items))
 
     def run_season(self, stage: str, specs: Any) -> Any:
-        return self._operator("run_season").expand(overrides=self._overrides(stage, "ecs_commands")(specs))
+        return self._operator("run_season", stage).expand(overrides=self._overrides(stage, "ecs_commands")(specs))
 
 
 def configured_runner() -> TileRunner:

@@ -39,11 +39,16 @@ def test_dag_conventions(dagbag, stage: str) -> None:
     assert "lcms" in dag.tags and f"stage:{stage}" in dag.tags
     assert dag.doc_md and stage in dag.doc_md
     assert not dag.catchup
-    assert set(dag.params.keys()) >= {"config", "season", "tiles", "skip_existing"}
+    info = next(s for s in STAGES if s.name == stage)
+    expected = {"config", "season", "tiles"} | ({"skip_existing"} if info.mapped else set())
+    assert set(dag.params.keys()) == expected | {p.name for p in info.params}
+    # Created unpaused: on a fresh metadata database the asset chain must run past the first stage.
+    assert dag.is_paused_upon_creation is False
     for task in dag.tasks:
         assert task.owner == "lcms"
         if task.task_id in {"run_batch", "run_season"}:
             assert task.retries >= 2, f"{task.task_id} must retry"
+            assert task.execution_timeout is not None, f"{task.task_id} needs an execution timeout"
 
 
 @pytest.mark.parametrize("info", STAGES, ids=lambda s: s.name)
@@ -89,6 +94,19 @@ def test_ecs_runner_maps_lcms_commands(monkeypatch: pytest.MonkeyPatch) -> None:
     assert run.partial_kwargs["cluster"] == "lcms-prod"
     assert run.partial_kwargs["network_configuration"]["awsvpcConfiguration"]["subnets"] == ["subnet-1", "subnet-2"]
     assert "ecs_commands" in dag.task_ids
+
+
+def test_execution_timeout_per_stage(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime as dt
+
+    from lcms_airflow.factory import build_stage_dag
+
+    monkeypatch.setenv("LCMS_TIMEOUT_MINUTES_FEATURES", "7.5")
+    assert build_stage_dag("features").get_task("run_batch").execution_timeout == dt.timedelta(minutes=7.5)
+    assert build_stage_dag("download").get_task("run_batch").execution_timeout == dt.timedelta(minutes=120)
+    monkeypatch.setenv("LCMS_TIMEOUT_MINUTES_TRAINING", "soon")
+    with pytest.raises(ValueError, match="LCMS_TIMEOUT_MINUTES_TRAINING='soon' is not a number"):
+        build_stage_dag("training")
 
 
 def test_unknown_runner_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -34,7 +34,11 @@ def test_image_installs_with_the_same_make_target_as_setup() -> None:
     dockerfile = (REPO / "docker" / "Dockerfile").read_text()
     makefile = (REPO / "Makefile").read_text()
     assert re.search(r"^RUN make install$", dockerfile, re.MULTILINE)
-    assert re.search(r"^setup: .*\binstall\b.*\bairflow-init\b", makefile, re.MULTILINE)
+    # setup, demo and test go through the stamp, whose recipe runs install (what the image runs).
+    assert re.search(r"^setup: \$\(SETUP_STAMP\)", makefile, re.MULTILINE)
+    assert re.search(r"^\$\(SETUP_STAMP\): .*uv\.lock.*\n\t.*\binstall\b.*\bairflow-init\b", makefile, re.MULTILINE)
+    for target in ("demo", "test"):
+        assert re.search(rf"^{target}: \$\(SETUP_STAMP\)", makefile, re.MULTILINE), target
     assert "uv sync --frozen" in makefile  # installs from the lock, never re-resolves
     for path in re.findall(r"^COPY (\S+)", dockerfile, re.MULTILINE):
         for part in path.split():

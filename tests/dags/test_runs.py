@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from lcms_airflow.runs import resolve_run_specs, run_spec_from_params, run_specs_from_events
 from lcms_airflow.tile_runners import batch_command
 
@@ -91,3 +93,55 @@ def test_download_schedule_from_environment(monkeypatch) -> None:
     dag = build_stage_dag("download")
     assert type(dag.timetable).__name__ != "NullTimetable"
     assert type(build_stage_dag("features").timetable).__name__ == "AssetTriggeredTimetable"
+
+
+def test_per_season_command_passes_the_subset_as_tiles() -> None:
+    """A per-season stage on a subset (ECS): --tile per tile, and no --skip-existing (`lcms run` refuses it)."""
+    item = {"config": "/c.yaml", "season": "2023", "run_id": "r1", "tiles": ["t1"], "skip_existing": True}
+    cmd = batch_command("training", item)
+    assert cmd[-2:] == ["--tile", "t1"] and "--skip-existing" not in cmd and "--subset" not in cmd
+
+
+def test_params_are_passed_to_every_runner() -> None:
+    """The ECS command and the run spec carry the run parameters; empty and foreign ones are dropped."""
+    item = {"config": "/c.yaml", "season": "2024", "run_id": "r", "batch": "b0000", "params": {"before_season": "2023"}}
+    assert batch_command("change_detection", item)[-2:] == ["--param", "before_season=2023"]
+    spec = run_spec_from_params({"before_season": "2023", "tiles": ["a", "b"]}, stage="change_detection")
+    assert spec["params"] == {"before_season": "2023"} and spec["tiles"] == ["a", "b"]
+    assert run_spec_from_params({"before_season": None}, stage="change_detection")["params"] == {}
+    assert run_spec_from_params({"before_season": "2023"}, stage="features")["params"] == {}
+
+
+def test_worker_context_carries_params_and_subset(config_path) -> None:
+    from lcms_airflow.tile_runners import run_context
+
+    item = {
+        "config": str(config_path),
+        "season": "2024",
+        "run_id": "r",
+        "params": {"before_season": "2023"},
+        "tiles": ["32638_498_3440"],
+    }
+    ctx = run_context(item)
+    assert ctx.params == {"before_season": "2023"} and [t.id for t in ctx.tiles()] == ["32638_498_3440"]
+
+
+def test_prepare_spec_checks_before_any_work(config_path) -> None:
+    import pytest
+
+    from lcms_airflow.runs import prepare_spec
+    from lcms_tasks.errors import ConfigError, UpstreamMissingError
+
+    base = {"config": str(config_path), "season": "", "tiles": [], "params": {}}
+    spec = prepare_spec(dict(base), "download", "run1", None)
+    assert spec["season"] == "2024" and spec["project"] == "testproj" and spec["run_id"] == "run1"
+    with pytest.raises(ConfigError, match="unknown season '1999'"):
+        prepare_spec({**base, "season": "1999"}, "download", "run1", None)
+    with pytest.raises(ConfigError, match="not in this project's grid: nope"):
+        prepare_spec({**base, "tiles": ["nope"]}, "download", "run1", None)
+    with pytest.raises(ConfigError, match="before season '1999'"):
+        prepare_spec({**base, "params": {"before_season": "1999"}}, "change_detection", "run1", None)
+    with pytest.raises(UpstreamMissingError, match=r"features \(season 2023\) needs the download"):
+        prepare_spec({**base, "season": "2023"}, "features", "run1", None)
+    scheduled = prepare_spec(dict(base), "download", "run2", dt.date(2025, 1, 1))
+    assert scheduled["season"] == "2024"

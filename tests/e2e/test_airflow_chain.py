@@ -46,6 +46,23 @@ def chain_config(config_path: Path) -> Path:
     return config_path
 
 
+def _run_chain(stack: LocalAirflow, conf: dict) -> tuple[str, dict[str, dict]]:
+    """Trigger lcms_download with ``conf``; wait for every stage's next run; each must succeed."""
+    seen = {f"lcms_{s.name}": len(stack.runs(f"lcms_{s.name}")) for s in STAGES}
+    run_id = stack.trigger("lcms_download", conf)
+    runs: dict[str, dict] = {}
+    for info in STAGES:
+        dag_id = f"lcms_{info.name}"
+        run = (
+            stack.wait_for_run(dag_id, run_id=run_id, timeout=600)
+            if info.name == "download"
+            else stack.wait_for_run(dag_id, after=seen[dag_id], timeout=600)
+        )
+        assert run["state"] == "success", (dag_id, stack.task_states(dag_id, run["run_id"]))
+        runs[info.name] = run
+    return run_id, runs
+
+
 def test_whole_chain_through_assets(airflow_stack: LocalAirflow, chain_config: Path) -> None:
     cfg = load_config(chain_config)
     tiles = project_tiles(cfg)
@@ -56,20 +73,10 @@ def test_whole_chain_through_assets(airflow_stack: LocalAirflow, chain_config: P
         else:
             runner.run_stage(info.name, first)
 
-    seen = {f"lcms_{s.name}": len(airflow_stack.runs(f"lcms_{s.name}")) for s in STAGES}
-    run_id = airflow_stack.trigger("lcms_download", {"config": str(chain_config), "season": "2024"})
-    runs: dict[str, dict] = {}
-    for info in STAGES:
-        dag_id = f"lcms_{info.name}"
-        run = (
-            airflow_stack.wait_for_run(dag_id, run_id=run_id, timeout=600)
-            if info.name == "download"
-            else airflow_stack.wait_for_run(dag_id, after=seen[dag_id], timeout=600)
-        )
-        assert run["state"] == "success", (dag_id, airflow_stack.task_states(dag_id, run["run_id"]))
-        if info.name != "download":
+    run_id, runs = _run_chain(airflow_stack, {"config": str(chain_config), "season": "2024"})
+    for name, run in runs.items():
+        if name != "download":
             assert run["run_id"].startswith("asset_triggered__")
-        runs[info.name] = run
     download_states = airflow_stack.task_states("lcms_download", run_id)
     assert sorted(s["map_index"] for s in download_states if s["task_id"] == "run_batch") == [0, 1]
 
@@ -107,3 +114,28 @@ def test_whole_chain_through_assets(airflow_stack: LocalAirflow, chain_config: P
         assert row["from_class"] != row["to_class"]
         assert row["season_before"] == "2023" and row["season_after"] == "2024"
         assert row["area_m2"] >= 5000 and 0 <= row["confidence"] <= 1
+
+
+def test_tile_subset_flows_through_every_stage(airflow_stack: LocalAirflow, config_path: Path) -> None:
+    """Triggering lcms_download with two of four tiles runs the whole chain on those two, report included."""
+    cfg_data = yaml.safe_load(config_path.read_text())
+    cfg_data["stages"] = {
+        "add_reference": {"sources": [{"type": "synthetic_truth", "tile_fraction": 1.0}]},
+        "training": {"drop_rare_classes": True, "min_samples_per_class": 5},
+    }
+    config_path.write_text(yaml.safe_dump(cfg_data, sort_keys=False))
+    cfg = load_config(config_path)
+    ids = [t.id for t in project_tiles(cfg)]
+    chosen = ids[1:3]
+    _run_chain(airflow_stack, {"config": str(config_path), "season": "2023", "tiles": chosen})
+
+    ctx = RunContext.create(cfg, season="2023")
+    for stage in ("download", "features", "sampling", "prediction", "postprocessing", "change_detection"):
+        assert ctx.storage.complete_children(ctx.stage_uri(stage)) == set(chosen), stage
+    assert ctx.storage.read_marker(ctx.run_uri("merge_features", "dataset"))["tile_subset"] == chosen
+    assert ctx.storage.read_marker(ctx.run_uri("training", "model"))["tile_subset"] == chosen
+    report_dir = ctx.storage.local_path(ctx.run_uri("reporting", "report"))
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["run"]["tile_subset"] == chosen and report["run"]["n_project_tiles"] == 4
+    assert report["total"]["area_km2"] == pytest.approx(2 * 1.28 * 1.28, rel=1e-6)
+    assert "subset" in (report_dir / "report.html").read_text()

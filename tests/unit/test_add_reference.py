@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from shapely.geometry import box
 
-from lcms_tasks.config import LegendClass, load_config
+from lcms_tasks.config import LegendClass, ProjectConfig, load_config
 from lcms_tasks.context import RunContext
 from lcms_tasks.errors import ConfigError, StageError
-from lcms_tasks.grid import project_tiles
+from lcms_tasks.grid import Tile, project_tiles
 from lcms_tasks.reference.rasterize import LabelledPolygon, rasterize_reference, samplable_mask
 from lcms_tasks.reference.sources import (
     SourceStats,
@@ -282,9 +282,35 @@ def test_options_discriminated_union() -> None:
     assert isinstance(add_reference.Options().sources[0], add_reference.SyntheticTruthSource)
     with pytest.raises(ValidationError):
         add_reference.Options.model_validate({"sources": [{"type": "wfs", "path": "x"}]})
-    with pytest.raises(ValidationError, match="not both"):
+    with pytest.raises(ValidationError, match=r"only one of .*has `crosswalk` and `crosswalk_file`"):
         add_reference.FileSource.model_validate(
             {"path": "a", "class_column": "c", "crosswalk": {}, "crosswalk_file": "cw.csv"}
+        )
+    with pytest.raises(ValidationError, match="has `crosswalk_file` and `crosswalk_chain`"):
+        add_reference.FileSource.model_validate(
+            {"path": "a", "class_column": "c", "crosswalk_file": "cw.csv", "crosswalk_chain": ["x.csv"]}
+        )
+    # A chain step is a path (default columns code, class) or a mapping naming its columns.
+    chained = add_reference.FileSource.model_validate(
+        {
+            "path": "a",
+            "class_column": "c",
+            "crosswalk_chain": [
+                {"path": "national.csv", "code_column": "original_code", "target_column": "HCAT3_code"},
+                "hcat.csv",
+            ],
+        }
+    )
+    assert chained.crosswalk_chain is not None
+    assert [(s.path, s.code_column, s.target_column) for s in chained.crosswalk_chain] == [
+        ("national.csv", "original_code", "HCAT3_code"),
+        ("hcat.csv", "code", "class"),
+    ]
+    with pytest.raises(ValidationError, match="crosswalk_chain"):
+        add_reference.FileSource.model_validate({"path": "a", "class_column": "c", "crosswalk_chain": []})
+    with pytest.raises(ValidationError, match="code_colum"):
+        add_reference.FileSource.model_validate(
+            {"path": "a", "class_column": "c", "crosswalk_chain": [{"path": "x.csv", "code_colum": "k"}]}
         )
 
 
@@ -362,3 +388,104 @@ def test_stage_errors_name_the_problem(config_path: Path) -> None:
     ctx2 = RunContext.create(load_config(config_path), season="2023", run_id="t2")
     with pytest.raises(StageError, match="'orchard', not in the legend"):
         runner.run_tiles("add_reference", [tile], ctx2)
+
+
+# -- crosswalk chains and zipped files in the stage's file source ----------------------------------
+
+
+def _chain_project(config_path: Path, source: dict[str, object]) -> tuple[ProjectConfig, Tile]:
+    """A config whose add_reference source is ``source``, and its first tile (nothing run)."""
+    _with_stage_options(config_path, {"sources": [source]})
+    cfg = load_config(config_path)
+    return cfg, project_tiles(cfg)[0]
+
+
+def _polygons(cfg: ProjectConfig, tile: Tile) -> tuple[list[LabelledPolygon], SourceStats]:
+    options = cfg.stages.add_reference
+    source = options.sources[0]
+    assert isinstance(source, add_reference.FileSource)
+    return add_reference._file_source_polygons(source, cfg, "2023", tile, options)
+
+
+def _three_fields(config_path: Path, tile: Tile, codes: list[str], name: str = "national.gpkg") -> Path:
+    x0, y0, x1, y1 = tile.bounds
+    third = (x1 - x0) / 3
+    frame = gpd.GeoDataFrame(
+        {"crop": codes},
+        geometry=[box(x0 + k * third, y0, x0 + (k + 1) * third, y1) for k in range(3)],
+        crs=tile.crs,
+    ).to_crs(3035)  # the file in another CRS than the tile
+    path = config_path.parent / name
+    frame.to_file(path, driver="GPKG", layer="parcels")
+    return path
+
+
+def test_stage_file_source_with_a_crosswalk_chain_counts_unknown_codes_per_step(config_path: Path) -> None:
+    (config_path.parent / "national.csv").write_text(
+        "original_code;original_name;HCAT3_code\n"  # semicolons, other column names, a row without code
+        "110;WINTERGERSTE;3301010401\n"
+        ";second crop of the row above;3301070000\n"
+        "900;SONDERKULTUR;9999999999\n",  # an HCAT code the next step does not know
+        encoding="utf-8",
+    )
+    (config_path.parent / "hcat.csv").write_text("code,class\n3301010401,forest\n3301070000,water\n")
+    source = {
+        "type": "file",
+        "path": "national.gpkg",
+        "layer": "parcels",
+        "class_column": "crop",
+        "crosswalk_chain": [
+            {"path": "national.csv", "code_column": "ORIGINAL_CODE", "target_column": "HCAT3_code"},
+            "hcat.csv",
+        ],
+    }
+    cfg, tile = _chain_project(config_path, source)
+    _three_fields(config_path, tile, ["110", "900", "555"])
+    polygons, stats = _polygons(cfg, tile)
+    assert [p.label for p in polygons] == [2]  # 110 -> winter barley -> forest (id 2 of the demo legend)
+    assert stats.unknown_codes == {"900": 1, "555": 1}
+    by_step = stats.to_dict()["unknown_codes_by_step"]
+    assert [step["unknown_codes"] for step in by_step] == [{"555": 1}, {"9999999999": 1}]
+    assert "national.csv [ORIGINAL_CODE -> HCAT3_code]" in by_step[0]["crosswalk"]
+    # Only the last step names classes: a class the legend lacks is an error naming the file and line.
+    (config_path.parent / "hcat.csv").write_text("code,class\n3301010401,forest\n3301070000,orchard\n")
+    with pytest.raises(ConfigError, match=r"hcat\.csv.*'orchard' \(line 3\)"):
+        _polygons(cfg, tile)
+
+
+def test_stage_chain_errors_name_file_line_and_column(config_path: Path) -> None:
+    (config_path.parent / "hcat.csv").write_text("code,class\n3301010401,forest\n")
+    (config_path.parent / "national.csv").write_text("original_code,HCAT2_code\n110,3301010401\n")
+    source = {
+        "type": "file",
+        "path": "national.gpkg",
+        "class_column": "crop",
+        "crosswalk_chain": [
+            {"path": "national.csv", "code_column": "original_code", "target_column": "HCAT3_code"},
+            "hcat.csv",
+        ],
+    }
+    cfg, tile = _chain_project(config_path, source)
+    _three_fields(config_path, tile, ["110", "110", "110"])
+    with pytest.raises(ConfigError, match=r"national\.csv has no column\(s\) HCAT3_code; its header \(line 1\)"):
+        _polygons(cfg, tile)
+    (config_path.parent / "national.csv").write_text("original_code,HCAT3_code\n110,3301010401\n110,3301010402\n")
+    with pytest.raises(ConfigError, match=r"national\.csv line 3: code '110' is mapped to '3301010402', but line 2"):
+        _polygons(cfg, tile)
+
+
+def test_stage_reads_a_zipped_shapefile(config_path: Path) -> None:
+    import zipfile
+
+    (config_path.parent / "cw.csv").write_text("code,class\nF,forest\nW,water\n")
+    source = {"type": "file", "path": "fields.zip", "class_column": "crop", "crosswalk_file": "cw.csv"}
+    cfg, tile = _chain_project(config_path, source)
+    gpkg = _three_fields(config_path, tile, ["F", "W", "F"], name="fields.gpkg")
+    shp_dir = config_path.parent / "shp"
+    shp_dir.mkdir()
+    gpd.read_file(gpkg).to_file(shp_dir / "fields.shp")
+    with zipfile.ZipFile(config_path.parent / "fields.zip", "w") as zf:
+        for p in shp_dir.iterdir():
+            zf.write(p, p.name)
+    polygons, stats = _polygons(cfg, tile)
+    assert sorted(p.label for p in polygons) == [2, 2, 4] and stats.unknown_codes == {}

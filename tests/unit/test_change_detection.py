@@ -314,17 +314,92 @@ def test_stage_first_season_writes_empty_table(config_path: Path) -> None:
     assert meta["note"] == "no before season" and meta["n_changes"] == 0 and meta["season_before"] is None
 
 
-def test_stage_missing_before_season_names_season_and_tile(config_path: Path) -> None:
+def test_implicit_before_season_without_maps_gives_empty_tables(
+    config_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The season before has not been processed: the run still completes (empty tables) and says so once."""
     from lcms_tasks.context import RunContext
-    from lcms_tasks.errors import ArtefactMissingError
+    from lcms_tasks.preflight import check_run
+    from lcms_tasks.runner import run_tiles
 
     cfg = _project(config_path)
     tile = _tile(cfg)
     _store_map(cfg, tile, "2024", np.ones(tile.shape, dtype=np.uint8))
-    ctx = RunContext.create(cfg, season="2024", run_id="cd3")
-    with pytest.raises(ArtefactMissingError, match=rf"season 2023 for tile {tile.id}"):
-        stage.run(tile, ctx)
+    ctx = RunContext.create(cfg, season="2024", run_id="cd3", subset=[tile.id])
+    with caplog.at_level("WARNING"):
+        check_run("change_detection", ctx)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "season before (2023)" in warnings[0] and "1 of 1 tile" in warnings[0]
+    run_tiles("change_detection", [tile], ctx)
+    frame, meta = _read_output(ctx, tile)
+    assert frame.empty and meta["n_changes"] == 0
+    assert meta["note"] == "no post-processed map of the before season 2023"
+
+
+def test_explicit_before_season_without_maps_fails_before_any_tile(config_path: Path) -> None:
+    """Asked for by the run parameter, a missing before season is one error naming stage, season, tile, command."""
+    from lcms_tasks.context import RunContext
+    from lcms_tasks.errors import UpstreamMissingError
+    from lcms_tasks.preflight import check_run
+
+    cfg = _project(config_path)
+    tile = _tile(cfg)
+    _store_map(cfg, tile, "2024", np.ones(tile.shape, dtype=np.uint8))
+    ctx = RunContext.create(
+        cfg, season="2024", run_id="cd3", subset=[tile.id], params={"before_season": "2023"}, config_path="p.yaml"
+    )
+    with pytest.raises(UpstreamMissingError) as info:
+        check_run("change_detection", ctx)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "post-processed map (before season, from run parameter before_season) of season 2023" in message
+    assert tile.id in message
+    assert f"lcms run postprocessing --config p.yaml --season 2023 --tile {tile.id}" not in message  # all missing
+    assert "lcms run postprocessing --config p.yaml --season 2023`" in message
+    assert info.value.permanent
     assert not ctx.storage.is_complete(ctx.tile_uri("change_detection", tile.id))
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"before_season": "1999"}, "before season '1999' is not a season of the config"),
+        ({"before_season": "2024"}, "is the run's own season"),
+        ({"before": "2023"}, "has no run parameter 'before'"),
+    ],
+)
+def test_bad_run_parameters_are_refused(config_path: Path, params: dict[str, str], match: str) -> None:
+    from lcms_tasks.context import RunContext
+    from lcms_tasks.errors import ConfigError
+    from lcms_tasks.preflight import check_run
+
+    cfg = _project(config_path)
+    ctx = RunContext.create(cfg, season="2024", run_id="cd5", params=params)
+    with pytest.raises(ConfigError, match=match):
+        check_run("change_detection", ctx)
+
+
+def test_run_parameter_before_season_is_applied(config_path: Path) -> None:
+    """before_season given as a run parameter (as the ECS runner passes it) decides the comparison."""
+    from lcms_tasks.context import RunContext
+    from lcms_tasks.runner import run_tiles
+
+    cfg = _project(config_path, third_season=True)
+    tile = _tile(cfg)
+    n = tile.size_px
+    base = np.ones((n, n), dtype=np.uint8)
+    changed = base.copy()
+    changed[10:20, 5:15] = 5
+    _store_map(cfg, tile, "2023", base)  # cropland -> built-up after 2023; 2024 already equals 2025
+    _store_map(cfg, tile, "2024", changed)
+    _store_map(cfg, tile, "2025", changed)
+    ctx = RunContext.create(cfg, season="2025", run_id="cd6", params={"before_season": "2023"})
+    run_tiles("change_detection", [tile], ctx)
+    frame, meta = _read_output(ctx, tile)
+    assert meta["season_before"] == "2023" and len(frame) == 1
+    run_tiles("change_detection", [tile], RunContext.create(cfg, season="2025", run_id="cd7"))
+    frame, meta = _read_output(ctx, tile)
+    assert meta["season_before"] == "2024" and frame.empty  # without the parameter: the previous season
 
 
 def test_stage_unknown_class_in_transitions(config_path: Path) -> None:
@@ -365,5 +440,5 @@ def test_stage_before_season_param_and_option(config_path: Path) -> None:
     frame, meta = _read_output(ctx, tile)
     assert meta["season_before"] == "2024" and frame.iloc[0]["season_before"] == "2024"
     ctx = RunContext.create(cfg, season="2025", run_id="cd7", params={"before_season": "1999"})
-    with pytest.raises(ConfigError, match="unknown season '1999'"):
+    with pytest.raises(ConfigError, match="before season '1999' is not a season of the config"):
         stage.run(tile, ctx)

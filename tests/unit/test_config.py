@@ -173,3 +173,17 @@ def test_template_validates_and_documents_every_section(tmp_path: Path) -> None:
     path.write_text(out)
     cfg = load_config(path)
     assert cfg.stages.features.step_days == 10
+
+
+def test_crop_only_project_needs_no_land_cover_legend(config_path: Path) -> None:
+    cfg = yaml.safe_load(config_path.read_text())
+    crop = cfg["legends"]["crop_type"]
+    cfg["legends"] = {"crop_type": crop}
+    cfg["classification"] = {"legend": "crop_type"}
+    loaded = load_config(_write(config_path.parent, cfg))
+    assert [c.name for c in loaded.legend()] == [c["name"] for c in crop]
+    assert loaded.legends.land_cover == []
+    # The legend the classifier predicts must exist, whichever it is.
+    cfg["classification"] = {"legend": "land_cover"}
+    with pytest.raises(ConfigError, match=r"legends\.land_cover needs at least 2 classes \(it has 0\)"):
+        load_config(_write(config_path.parent, cfg))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 from shapely.geometry import box
 
 from lcms_tasks import eopatch
-from lcms_tasks.errors import ArtefactMissingError
+from lcms_tasks.errors import ArtefactMissingError, CorruptArtefactError
 from lcms_tasks.grid import Tile
 from lcms_tasks.storage import Storage
 
@@ -84,5 +85,108 @@ def test_stored_array_rejects_truncated_files(tmp_path: Path) -> None:
     path = tmp_path / "a.npy"
     np.save(path, np.zeros((2, 4, 4, 3), dtype=np.uint16))
     path.write_bytes(path.read_bytes()[:-10])
-    with pytest.raises(OSError, match="short read"):
-        eopatch.StoredArray(path)[:, slice(0, 4)]
+    # Caught on opening, from the header and the file size, before any block is read.
+    with pytest.raises(CorruptArtefactError, match=r"a.npy: truncated: header says \(2, 4, 4, 3\) uint16 = 192 "):
+        eopatch.StoredArray(path)
+
+
+def test_stored_array_notices_a_file_cut_after_opening(tmp_path: Path) -> None:
+    path = tmp_path / "a.npy"
+    np.save(path, np.zeros((2, 4, 4, 3), dtype=np.uint16))
+    reader = eopatch.StoredArray(path, where="s3://b/p/features/T", file="data/A.npy")
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(CorruptArtefactError, match=r"s3://b/p/features/T/data/A.npy: truncated: short read at date 1"):
+        reader[:, slice(0, 4)]
+
+
+def _features_patch(store: Storage) -> tuple[str, Path]:
+    """A complete features EOPatch: FEATURES (12, 16, 16, 6) float32 and a timeless mask; (uri, folder)."""
+    tile = Tile(32633, 5000, 500, 16, 10.0)
+    patch = eopatch.new_patch(tile, [dt.date(2023, 5, 1) + dt.timedelta(days=5 * i) for i in range(12)])
+    patch.data["FEATURES"] = np.random.default_rng(0).random((12, 16, 16, 6), dtype=np.float32)
+    patch.mask_timeless["VALID_COUNT"] = np.full((16, 16, 1), 12, np.uint16)
+    uri = store.uri("p", "s", "features", tile.id)
+    eopatch.save(store, uri, patch, meta={"feature_names": ["NDVI"]})
+    return uri, store.local_path(uri)
+
+
+def test_truncated_npy_is_a_corrupt_artefact_naming_file_and_sizes(tmp_path: Path) -> None:
+    store = Storage(f"file://{tmp_path}")
+    uri, folder = _features_patch(store)
+    path = folder / "data" / "FEATURES.npy"
+    data = path.read_bytes()
+    path.write_bytes(data[:5000])
+    nbytes = 12 * 16 * 16 * 6 * 4
+    expected = (
+        f"{uri}/data/FEATURES.npy: truncated: header says (12, 16, 16, 6) float32 = {nbytes} bytes of data, "
+        f"the file holds {5000 - (len(data) - nbytes)}"
+    )
+    for features in (["data/FEATURES"], None):
+        with pytest.raises(CorruptArtefactError) as caught:
+            eopatch.load(store, uri, features=features)
+        assert str(caught.value) == expected
+        assert not isinstance(caught.value, ArtefactMissingError)  # there, but broken: not "run its stage first"
+        assert caught.value.permanent
+    # Other features of the same patch still load.
+    ok, _ = eopatch.load(store, uri, features=["mask_timeless/VALID_COUNT"])
+    assert ok.mask_timeless["VALID_COUNT"].shape == (16, 16, 1)
+    rows = eopatch.open_rows(store, uri, features=["mask_timeless/VALID_COUNT"], by_rows=["data/FEATURES"])
+    with pytest.raises(CorruptArtefactError, match=r"/data/FEATURES\.npy: truncated"), rows:
+        pass
+    # A file longer than its header says is as wrong as a short one.
+    path.write_bytes(data + b"\0" * 64)
+    with pytest.raises(CorruptArtefactError, match=r"FEATURES.npy: header does not match the file size: .* holds "):
+        eopatch.load(store, uri, features=["data/FEATURES"])
+    # Not even a header.
+    path.write_bytes(data[:20])
+    with pytest.raises(CorruptArtefactError, match=r"FEATURES.npy: not a readable .npy file \(20 bytes\)"):
+        eopatch.load(store, uri, features=["data/FEATURES"])
+
+
+def test_truncated_npy_gz_is_a_corrupt_artefact(tmp_path: Path) -> None:
+    store = Storage(f"file://{tmp_path}", compress_arrays=True)
+    uri, folder = _features_patch(store)
+    path = folder / "data" / "FEATURES.npy.gz"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    for features in (["data/FEATURES"], None):
+        with pytest.raises(
+            CorruptArtefactError,
+            match=r"/data/FEATURES.npy.gz: gzip cut short or corrupt: header "
+            r"says \(12, 16, 16, 6\) float32 = 73728 bytes of data",
+        ):
+            eopatch.load(store, uri, features=features)
+    rows = eopatch.open_rows(store, uri, features=[], by_rows=["data/FEATURES"])
+    with pytest.raises(CorruptArtefactError, match=r"FEATURES\.npy\.gz: gzip cut short"), rows:
+        pass
+    # Damage inside the compressed stream (the trailer intact) is still reported as corrupt, not as missing.
+    middle = bytearray(data)
+    for i in range(len(data) // 3, len(data) // 3 + 64):
+        middle[i] ^= 0xFF
+    path.write_bytes(bytes(middle))
+    with pytest.raises(CorruptArtefactError, match=r"cannot read data/FEATURES.npy.gz"):
+        eopatch.load(store, uri, features=["data/FEATURES"])
+
+
+def test_header_checks_read_no_array_data(tmp_path: Path) -> None:
+    """The size check reads the header only: a 2 GiB array (a sparse file) is checked at once."""
+    path = tmp_path / "big.npy"
+    shape = (32, 1024, 1024, 16)
+    with path.open("wb") as fh:
+        np.lib.format.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        header = fh.tell()
+        fh.truncate(header + 32 * 1024 * 1024 * 16 * 4)
+    reads: list[int] = []
+    real_open = Path.open
+
+    def counting_open(self: Path, *args: Any, **kwargs: Any) -> Any:
+        fh = real_open(self, *args, **kwargs)
+        real_read = fh.read
+        fh.read = lambda n=-1: reads.append(n) or real_read(n)  # type: ignore[method-assign]
+        return fh
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Path, "open", counting_open)
+        arr = eopatch.StoredArray(path)
+    assert arr.shape == shape and arr.offset == header
+    assert reads and all(0 <= n <= 4096 for n in reads), reads  # no whole-file read (n = -1)

@@ -180,9 +180,29 @@ def test_histogram_stats_empty() -> None:
     assert out["mean"] is None and out["percentiles"]["p50"] is None
 
 
-def test_sum_numeric() -> None:
-    out = stats.sum_numeric([{"a": 1, "b": {"x": 2}, "s": "txt", "flag": True}, {"a": 2.5, "b": {"x": 1, "y": 4}}])
-    assert out == {"a": 3.5, "b": {"x": 3, "y": 4}}
+def test_sum_figures_sums_declared_quantities_only() -> None:
+    items = [
+        {"n": 1, "seed": 42, "per_class": {"1": 2}, "o": {"px": 1, "rule": "drop"}, "flag": True, "new_option": 3},
+        {"n": 2.5, "seed": 42, "per_class": {"1": 1, "4": 4}, "o": {"px": 2, "rule": "drop"}, "flag": 1},
+        {"seed": 42},  # a marker without the figures: skipped, not an error
+    ]
+    out = stats.sum_figures(items, ("n", "per_class.*", "o.px", "o.rule", "flag"))
+    # Undeclared keys (seed, a new option) are never summed; strings and booleans never are either.
+    assert out == {"n": 3.5, "per_class": {"1": 3, "4": 4}, "o": {"px": 3}, "flag": 1}
+    assert stats.value_at({"a": {"b": 2}}, "a.b") == 2 and stats.value_at({"a": 1}, "a.b") is None
+
+
+def test_declared_additive_figures_hold_no_option() -> None:
+    """Every option of add_reference and sampling is kept out of the sums, whatever markers echo."""
+    from lcms_tasks.stages import add_reference, sampling
+
+    for stage, module in (("add_reference", add_reference), ("sampling", sampling)):
+        declared = {p.split(".")[0] for p in stats.ADDITIVE_FIGURES[stage]}
+        # Markers' "sources" are per-source statistics (polygons read, ...), not the option's list.
+        assert declared & set(module.Options.model_fields) <= {"sources"}, stage
+        assert all(p.split(".")[-1] not in {"priority", "seed"} for p in stats.ADDITIVE_FIGURES[stage])
+        # Options a marker echoes are compared with the config instead.
+        assert set(stats.MARKER_OPTIONS[stage].values()) <= set(module.Options.model_fields)
 
 
 @pytest.mark.parametrize("res", [10.0, 20.0])
@@ -321,22 +341,45 @@ class Fixture:
                 fpatch,
                 meta=ctx.marker_meta("features", tile.id, {"quality": quality, "feature_names": ["NDVI"]}),
             )
-            # Reference + sampling: tiles 0 and 1 gave training samples, 2 and 3 none.
+            # Reference + sampling, with the keys the stages write: tiles 0 and 1 have labelled pixels and
+            # gave training samples; add_reference also ran on tile 2 and labelled nothing; tile 3 has no
+            # add_reference output. Every sampling marker echoes the options (seed 42 as configured, but
+            # tile 3 was sampled with seed 7).
             n = 100 * (k + 1) if k < 2 else 0
             sampling = {
                 "n_samples": n,
                 "per_class": {"1": n // 2, "2": n - n // 2} if n else {},
                 "feature_names": ["f"] * 3,
                 "skipped_reason": None if n else "no reference pixels",
+                "max_per_class": 2000,
+                "fraction": None,
+                "seed": 7 if k == 3 else 42,
             }
             with st_.writing_dir(ctx.tile_uri("sampling", tile.id), ctx.marker_meta("sampling", tile.id, sampling)):
                 pass
-            if k < 2:
+            if k < 3:
+                labelled = {"1": 400 * (k + 1), "2": 100} if k < 2 else {}
                 ref = {
-                    "polygons_read": 10,
-                    "polygons_used": 8,
-                    "overlap_pixels_dropped": 3,
-                    "unknown_codes": {"999": 2},
+                    "class_pixels": labelled,
+                    "samplable_pixels": {c: v // 2 for c, v in labelled.items()},
+                    "labelled_pixels": sum(labelled.values()),
+                    "samplable_total": sum(v // 2 for v in labelled.values()),
+                    "no_data_labelled_pixels": 5 if k < 2 else 0,
+                    "overlap": {
+                        "rule": "priority",
+                        "overlap_pixels": 3,
+                        "conflict_pixels": 2,
+                        "conflict_resolved_pixels": 1,
+                        "conflict_dropped_pixels": 1,
+                    },
+                    "unknown_codes": {"999": 2} if k < 2 else {},
+                    "polygons_read": 10 if k < 2 else 0,
+                    "polygons_used": 8 if k < 2 else 0,
+                    "polygons_rasterised": 8 if k < 2 else 0,
+                    "polygon_keys": list(range(8)) if k < 2 else [],
+                    "sources": {"sources[0] synthetic_truth": {"polygons_read": 10 if k < 2 else 0, "too_small": 1}},
+                    "erosion_px": 1,
+                    "erosion_per_class": {},
                 }
                 with st_.writing_dir(
                     ctx.tile_uri("add_reference", tile.id), ctx.marker_meta("add_reference", tile.id, ref)
@@ -369,16 +412,35 @@ class Fixture:
             meta = ctx.marker_meta("change_detection", tile.id, {"season_before": "2023", "season_after": "2024"})
             with st_.writing_dir(ctx.tile_uri("change_detection", tile.id), meta) as folder:
                 write_changes(frame, folder / "changes.gpkg")  # the change stage's own writer and schema
-        self.matrix = [[int(v) for v in row] for row in rng.integers(0, 50, (8, 8))]
+        # The model learned classes 1-6: 7 (shrubland) was dropped for too few training samples and 8
+        # (wetland) had none; both have test samples, which the model can only get wrong (columns 7, 8 zero).
+        cm = rng.integers(0, 50, (8, 8))
+        cm[:, 6:] = 0
+        self.matrix = [[int(v) for v in row] for row in cm]
+        test_counts = {str(i + 1): int(n) for i, n in enumerate(cm.sum(axis=1))}
+        self.test_counts = test_counts
+        names = {c.id: c.name for c in self.cfg.legend()}
         model_meta = ctx.marker_meta(
             "training",
             None,
             {
                 "legend": [{"id": c.id, "name": c.name} for c in self.cfg.legend()],
+                "label_encoding": {"class_ids": [1, 2, 3, 4, 5, 6], "class_names": [names[i] for i in range(1, 7)]},
+                "hyperparameters": {"min_samples_per_class": 20, "drop_rare_classes": True, "seed": 42},
+                "data": {
+                    "class_counts": {"train": {}, "validation": {}, "test": test_counts},
+                    "dropped_classes": [{"id": 7, "name": "shrubland", "train_samples": 5}],
+                    "absent_classes": [8],
+                },
                 "metrics": {
                     "overall_accuracy": 0.87,
                     "kappa": 0.8,
                     "confusion_matrix": {"class_ids": list(range(1, 9)), "matrix": self.matrix},
+                    # The trainer's shape: undefined ratios are 0.0, so unlearned classes score 0.
+                    "per_class": [
+                        {"id": i, "name": names[i], "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 1}
+                        for i in (7, 8)
+                    ],
                 },
             },
         )
@@ -473,6 +535,119 @@ def test_report_metrics_quality_reference(fixture: Fixture, report: tuple[dict[s
     assert ref["add_reference_totals"]["unknown_codes"] == {"999": 4}
     assert rep["tiles"][0]["reference"]["used_for_training"] is True
     assert "feature_names" not in rep["tiles"][0]["reference"]["sampling"]
+    assert "polygon_keys" not in rep["tiles"][0]["reference"]["add_reference"]  # one per polygon: not repeated
+
+
+def test_report_options_as_configured_sums_of_quantities(fixture: Fixture, report: tuple[dict[str, Any], Path]) -> None:
+    """4 tiles with markers echoing erosion 1 and seed 42: the report says 1 and 42, not 3 and 168."""
+    rep, folder = report
+    assert rep["options"]["add_reference"]["erosion_px"] == fixture.cfg.stages.add_reference.erosion_px == 1
+    assert rep["options"]["sampling"]["seed"] == fixture.cfg.stages.sampling.seed == 42
+    assert rep["options"]["add_reference"]["sources"][0]["type"] == "synthetic_truth"
+    ref = rep["total"]["reference"]
+    ar, sa = ref["add_reference_totals"], ref["sampling_totals"]
+    for key in ("erosion_px", "erosion_per_class", "seed", "max_per_class", "fraction"):
+        assert key not in ar and key not in sa
+    assert "rule" not in ar["overlap"]
+    # Quantities add up over the 3 tiles that ran add_reference and the 4 sampled.
+    assert ar["labelled_pixels"] == 500 + 900 + 0
+    assert ar["class_pixels"] == {"1": 400 + 800, "2": 200}
+    assert ar["samplable_total"] == 250 + 450
+    assert ar["overlap"] == {
+        "overlap_pixels": 9,
+        "conflict_pixels": 6,
+        "conflict_resolved_pixels": 3,
+        "conflict_dropped_pixels": 3,
+    }
+    assert ar["polygons_read"] == 20 and ar["sources"] == {
+        "sources[0] synthetic_truth": {"polygons_read": 20, "too_small": 3}
+    }
+    assert sa == {"n_samples": 300, "per_class": {"1": 150, "2": 150}}
+    # Tile 3 was sampled with another seed than configured: said, with the tile.
+    diff = ref["options_differing_in_markers"]
+    assert diff == [
+        {
+            "stage": "sampling",
+            "option": "seed",
+            "configured": 42,
+            "in_markers": [{"value": 7, "n_tiles": 1, "tiles": [fixture.tiles[3].id]}],
+        }
+    ]
+    page = (folder / "report.html").read_text()
+    assert re.search(r"border erosion \(pixels\)</td><td[^>]*>1</td>", page)
+    assert re.search(r"random seed</td><td[^>]*>42</td>", page)
+    assert "168" not in page
+    assert "random seed: configured 42, but 1 tile(s) with 7" in html_text(page)
+
+
+def test_tiles_with_reference_are_tiles_with_labelled_pixels(
+    fixture: Fixture, report: tuple[dict[str, Any], Path]
+) -> None:
+    rep, folder = report
+    ref = rep["total"]["reference"]
+    assert ref["n_tiles_with_reference"] == 2  # tile 2 ran add_reference but labelled nothing
+    assert ref["n_tiles_with_add_reference"] == 3
+    assert ref["n_tiles_without_labelled_pixels"] == 1
+    tiles = {t["id"]: t["reference"] for t in rep["tiles"]}
+    assert [tiles[t.id]["has_reference"] for t in fixture.tiles] == [True, True, False, False]
+    assert tiles[fixture.tiles[2].id]["labelled_pixels"] == 0 and tiles[fixture.tiles[3].id]["labelled_pixels"] is None
+    text = html_text((folder / "report.html").read_text())
+    assert "tiles with reference (labelled pixels) 2" in text
+    assert "tiles processed by add reference 3" in text
+
+
+def test_report_dropped_classes_are_not_scored(fixture: Fixture, report: tuple[dict[str, Any], Path]) -> None:
+    rep, folder = report
+    training = rep["training"]
+    assert training["dropped_classes"] == [
+        {"id": 7, "name": "shrubland", "train_samples": 5, "test_samples": fixture.test_counts["7"]}
+    ]
+    assert training["absent_classes"] == [{"id": 8, "name": "wetland", "test_samples": fixture.test_counts["8"]}]
+    assert [c["id"] for c in training["classes_learned"]] == [1, 2, 3, 4, 5, 6]
+    metrics = rep["metrics"]
+    assert set(metrics["per_class"]) == {str(i) for i in range(1, 7)}  # no 0.000 rows for 7 and 8
+    assert metrics["classes_not_learned"] == [7, 8]
+    assert metrics["confusion_matrix"]["matrix"] == fixture.matrix  # their test samples stay, as errors
+    page = (folder / "report.html").read_text()
+    metrics_html = page[page.index("<h2>Model test metrics</h2>") : page.index("<h2>Evaluation against")]
+    row = re.search(r"<tr><td[^>]*>shrubland</td>(.*?)</tr>", metrics_html)
+    assert row is not None and "0.000" not in row.group(1)
+    assert "dropped from training: 5 training samples, fewer than the minimum of 20" in row.group(1)
+    assert re.search(r"<tr><td[^>]*>wetland</td>.*?not learned: no training sample", metrics_html)
+    assert "Classes dropped from training for too few samples: shrubland (5 training" in html_text(metrics_html)
+
+
+# Data shown verbatim, not labels: tile ids, run ids, file names and URIs.
+_DATA_TOKENS = re.compile(r"\S*/\S*|\S+\.(?:npy|gz|gpkg|png|json|html|yaml|geojson)\b|\b\d+_\d+_\d+\b")
+
+
+def html_text(page: str) -> str:
+    """The visible text of an HTML page: style and tags removed, entities decoded, whitespace collapsed."""
+    import html as html_lib
+
+    page = re.sub(r"<style>.*?</style>", " ", page, flags=re.S)
+    text = html_lib.unescape(re.sub(r"<[^>]+>", " ", page))
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def raw_keys(page: str, data: list[str]) -> list[str]:
+    """snake_case tokens in the visible text of ``page``, once ``data`` values (run ids...) and paths are removed."""
+    text = html_text(page)
+    for value in sorted(data, key=len, reverse=True):
+        text = text.replace(value, " ")
+    return re.findall(r"\b[a-z]+_[a-z_]+", _DATA_TOKENS.sub(" ", text))
+
+
+def test_report_html_shows_words_not_keys(fixture: Fixture, report: tuple[dict[str, Any], Path]) -> None:
+    rep, folder = report
+    page = (folder / "report.html").read_text()
+    run_ids = [rep["run"]["run_id"], *[r for ids in rep["run"]["upstream_run_ids"].values() for r in ids]]
+    assert raw_keys(page, run_ids) == []
+    assert raw_keys("<p>n_tiles_with_reference</p>", []) == ["n_tiles_with_reference"]  # the check itself works
+    text = html_text(page)
+    assert "Tiles: " not in text and "This report covers all 4 tiles of the project." in text
+    # Class ids appear with their legend names: per-class counts name the classes.
+    assert "labelled pixels per class crop<land>&co 1,200; forest 200" in text
 
 
 def test_report_evaluation_against_truth(fixture: Fixture, report: tuple[dict[str, Any], Path]) -> None:
@@ -548,7 +723,7 @@ def test_report_with_only_maps(tmp_path: Path) -> None:
 
     cfg = load_config(_setup_project(tmp_path))
     ctx = RunContext.create(cfg, season="2023", run_id="r")
-    with pytest.raises(StageError, match="has a map"):
+    with pytest.raises(StageError, match="has a readable map"):
         reporting.run(ctx)
     assert not ctx.storage.exists(ctx.run_uri("reporting", "report"))
     tiles = project_tiles(cfg)
@@ -599,3 +774,43 @@ def test_report_is_complete_or_absent(tmp_path: Path, monkeypatch: pytest.Monkey
         reporting.run(ctx)
     assert not ctx.storage.is_complete(ctx.run_uri("reporting", "report"))
     assert ctx.storage.list_names(ctx.run_uri("reporting")) == []
+
+
+def test_report_of_a_tile_subset_says_so(fixture: Fixture, report: tuple[dict[str, Any], Path]) -> None:
+    """A subset run reads only its tiles: areas and totals are the subset's, and the page says which tiles."""
+    from lcms_tasks.context import RunContext
+    from lcms_tasks.report import html
+    from lcms_tasks.stages import reporting
+
+    full, _ = report
+    assert full["run"]["tile_subset"] is None and full["run"]["is_subset"] is False
+    assert full["run"]["n_tiles"] == full["run"]["n_project_tiles"] == 4
+    picked = [fixture.tiles[2], fixture.tiles[0]]
+    ctx = RunContext.create(fixture.cfg, season="2024", run_id="rep-sub", subset=[t.id for t in picked])
+    rep, *_ = reporting.build_report(ctx)  # computes without writing: the module's report stays in place
+    run = rep["run"]
+    assert run["is_subset"] is True and run["tile_subset"] == [t.id for t in picked]
+    assert (run["n_tiles"], run["n_project_tiles"]) == (2, 4)
+    assert [t["id"] for t in rep["tiles"]] == [t.id for t in picked]
+    tile_km2 = (TILE_PX * fixture.cfg.grid.resolution_m) ** 2 / 1e6
+    assert rep["total"]["area_km2"] == pytest.approx(2 * tile_km2)
+    expected = sum(np.bincount(fixture.maps[t.id].ravel(), minlength=256) for t in picked)
+    assert {r["id"]: r["pixels"] for r in rep["total"]["class_areas"] if r["pixels"]} == {
+        i: int(n) for i, n in enumerate(expected) if n
+    }
+    # Only the subset's inputs: tile 3 (no post-processed map, no add_reference) is not reported missing.
+    assert "postprocessing" not in rep["missing_inputs"]
+    assert rep["missing_inputs"]["change_detection"] == [fixture.tiles[2].id]
+    ref = rep["total"]["reference"]
+    assert (ref["n_tiles_with_add_reference"], ref["n_tiles_with_reference"], ref["n_samples"]) == (2, 1, 100)
+    assert rep["total"]["quality"]["dates_dropped"] == 2 + 0
+    # The AOI figure is the AOI within the subset's tiles (the AOI covers the 4 tiles, inset 15 m).
+    assert rep["aoi"]["polygon_area_km2"] < 0.6 * full["aoi"]["polygon_area_km2"]
+    page = html.render(rep, {})
+    text = html_text(page)
+    first = text.index("Tile subset:")
+    assert first < text.index("Maps")  # at the top, before any figure
+    assert "this report covers 2 of the project's 4 tiles" in text
+    assert f"({picked[0].id}, {picked[1].id})" in text
+    assert "AOI area within these tiles" in text
+    assert raw_keys(page, [run["run_id"], *[r for ids in run["upstream_run_ids"].values() for r in ids]]) == []
