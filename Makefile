@@ -20,7 +20,7 @@ export AIRFLOW__CORE__EXECUTOR ?= LocalExecutor
 export UV_PYTHON_DOWNLOADS := never
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: help setup system-deps install airflow-init lock lint typecheck test test-unit test-dags demo airflow clean bench bench-quick
+.PHONY: help setup system-deps install airflow-init lock lint typecheck test test-unit test-dags demo airflow serve clean bench bench-quick bench-services
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -33,11 +33,16 @@ $(SETUP_STAMP): uv.lock pyproject.toml Makefile
 	$(MAKE) --no-print-directory system-deps install airflow-init
 	touch $@
 
-system-deps: ## Debian packages: headless Chromium (renders the HTML reports in tests)
-	@if ! command -v chromium >/dev/null; then \
+system-deps: ## Debian packages: headless Chromium (browser tests), PostGIS for the installed PostgreSQL (change store)
+	@need=""; command -v chromium >/dev/null || need="chromium"; \
+	pg=$$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1); \
+	if [ -n "$$pg" ] && [ ! -f /usr/share/postgresql/$$pg/extension/postgis.control ]; then need="$$need postgresql-$$pg-postgis-3"; fi; \
+	if [ -z "$$pg" ]; then need="$$need postgresql postgresql-postgis"; fi; \
+	if [ -n "$$need" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
-		else echo "warning: chromium missing and apt-get unavailable (not root?): browser checks will be skipped"; fi; fi
+			echo "apt-get install$$need"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$need; \
+		else echo "warning: missing Debian packages ($$need) and apt-get unavailable (not root?)"; fi; fi
 
 install: ## install Python $(PYTHON_VERSION) packages into .venv exactly as uv.lock pins them (the Docker image runs this too)
 	@command -v python$(PYTHON_VERSION) >/dev/null || { echo "python$(PYTHON_VERSION) is required"; exit 1; }
@@ -53,8 +58,8 @@ lock: ## re-resolve dependencies into uv.lock (needs the package registry)
 	uv lock --python python$(PYTHON_VERSION)
 
 lint: $(SETUP_STAMP) ## ruff (incl. Airflow rules)
-	ruff check lcms_tasks plugins dags tests
-	ruff format --check lcms_tasks plugins dags tests
+	ruff check lcms_tasks lcms_service plugins dags tests bench
+	ruff format --check lcms_tasks lcms_service plugins dags tests bench
 
 typecheck: $(SETUP_STAMP) ## mypy
 	mypy
@@ -74,9 +79,16 @@ demo: $(SETUP_STAMP) ## run the demo chain through Airflow (scheduler + executor
 airflow: $(SETUP_STAMP) ## the Airflow UI on the local metadata database, http://127.0.0.1:8080 (Ctrl-C stops every component)
 	$(PY) -m lcms_airflow.local_stack
 
-clean: ## remove local data, Airflow state and caches (not .venv)
-	rm -rf lcms-data .airflow .pytest_cache .mypy_cache .ruff_cache .hypothesis
-bench: ## per-stage speed and memory vs eo-learn's stock tasks on a 500 px, ~70-date tile (+ scaling 250/500/1000 px)
+serve: $(SETUP_STAMP) ## the LCMS web service on the demo's change store: OGC API at http://127.0.0.1:8000/ogc/ (HOST=, PORT= to change)
+	$(VENV)/bin/lcms serve --config configs/demo.yaml --host $(or $(HOST),127.0.0.1) --port $(or $(PORT),8000)
+
+bench-services: $(SETUP_STAMP) ## change store + OGC API on 1,000,000 polygons: load rate, bbox query and vector tile latency, COG writing (DATABASE_URL= to use a server)
+	$(PY) -m bench.services --out bench-results $(if $(DATABASE_URL),--database-url $(DATABASE_URL))
+
+clean: ## remove local data, Airflow state, the embedded change store and caches (not .venv)
+	-@[ -x $(VENV)/bin/lcms ] && $(VENV)/bin/lcms db stop >/dev/null 2>&1; true
+	rm -rf lcms-data .airflow .lcms .pytest_cache .mypy_cache .ruff_cache .hypothesis
+bench: $(SETUP_STAMP) ## per-stage speed and memory vs eo-learn's stock tasks on a 500 px, ~70-date tile (+ scaling 250/500/1000 px)
 	$(PY) -m bench.run --size 500 --scaling 250,500,1000 --out bench-results
-bench-quick: ## the same measurements on a small tile (< 1 minute)
+bench-quick: $(SETUP_STAMP) ## the same measurements on a small tile (< 1 minute)
 	$(PY) -m bench.run --quick --out bench-results

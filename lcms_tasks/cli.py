@@ -120,6 +120,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         out = runner.run_batch(args.stage, args.batch, ctx).to_dict()
     else:
         out = runner.run_tiles(args.stage, ctx.tiles(), ctx).to_dict()
+        if info.finalize:  # the season-level step after the tiles (a --batch run leaves it to the DAG)
+            out["finalized"] = runner.finalize_stage(args.stage, ctx)
     print(json.dumps(out, indent=1))
     return 0
 
@@ -314,6 +316,117 @@ def _add_reference_parser(sub: Any) -> None:
     p.set_defaults(func=_cmd_reference_quality)
 
 
+def _add_db_parser(sub: Any) -> None:
+    """The ``lcms db`` subcommands: the change store (PostgreSQL + PostGIS) and its embedded default."""
+
+    def embedded(args: argparse.Namespace) -> Any:
+        from lcms_tasks.store import EmbeddedPostgres
+
+        return EmbeddedPostgres(port=args.port)
+
+    def config_of(args: argparse.Namespace) -> Any:
+        from lcms_tasks.config import load_config
+
+        return load_config(args.config, check_files=False) if getattr(args, "config", None) else None
+
+    def cmd_start(args: argparse.Namespace) -> int:
+        db = embedded(args)
+        print(db.start())
+        log.info("embedded change store running (data %s, log %s); `lcms db stop` stops it", db.data_dir, db.log_file)
+        return 0
+
+    def cmd_stop(args: argparse.Namespace) -> int:
+        db = embedded(args)
+        print("stopped" if db.stop() else f"not running ({db.data_dir})")
+        return 0
+
+    def cmd_status(args: argparse.Namespace) -> int:
+        from lcms_tasks.store import ChangeStoreError, current_revision
+
+        state = embedded(args).status()
+        if state["running"]:
+            try:
+                state["revision"] = current_revision(embedded(args).url)
+            except ChangeStoreError as err:
+                state["revision_error"] = str(err)
+        print(json.dumps(state, indent=1))
+        return 0 if state["running"] else 1
+
+    def cmd_url(args: argparse.Namespace) -> int:
+        from lcms_tasks.store.db import hide_password, resolve_database_url
+
+        found = resolve_database_url(config_of(args))
+        if found is None:
+            db = embedded(args)
+            print(db.url)
+            print(
+                f"warning: nothing configured and the embedded database ({db.data_dir}) is not running: "
+                "`lcms db start` starts it",
+                file=sys.stderr,
+            )
+            return 1
+        url, origin = found
+        print(url if args.show_password else hide_password(url))
+        log.info("change store URL from %s", origin)
+        return 0
+
+    def cmd_upgrade(args: argparse.Namespace) -> int:
+        from lcms_tasks.store import describe, require_database_url, upgrade
+
+        url = require_database_url(config_of(args))
+        revision = upgrade(url)
+        print(f"{describe(url)}: change store schema at revision {revision}")
+        return 0
+
+    def cmd_load(args: argparse.Namespace) -> int:
+        from lcms_tasks.config import load_config
+        from lcms_tasks.context import RunContext
+        from lcms_tasks.store import load_season, require_database_url
+
+        cfg = load_config(args.config)
+        ctx = RunContext.create(
+            cfg, season=args.season, run_id=args.run_id, config_path=str(Path(args.config).resolve()), subset=args.tile
+        )
+        print(json.dumps(load_season(require_database_url(cfg), ctx), indent=1, default=str))
+        return 0
+
+    db = sub.add_parser(
+        "db",
+        help="the change store: PostgreSQL + PostGIS (the embedded default, migrations, loading a season)",
+        description="The change store. Which database: database.url of --config, else LCMS_DATABASE_URL, else "
+        "(in Airflow tasks) the connection database.airflow_conn_id, else the embedded cluster when it runs. "
+        "The embedded cluster lives in $LCMS_STATE_DIR (default <repo>/.lcms)/postgres on 127.0.0.1:$LCMS_DB_PORT "
+        "(default 54329).",
+    )
+    db_sub = db.add_subparsers(dest="action", required=True)
+    for name, func, text in (
+        ("start", cmd_start, "start the embedded cluster (created on first use) and migrate it; prints its URL"),
+        ("stop", cmd_stop, "stop the embedded cluster"),
+        ("status", cmd_status, "the embedded cluster's state as JSON (exit 0 running, 1 not)"),
+    ):
+        p = db_sub.add_parser(name, help=text)
+        p.add_argument("--port", type=int, help="port of the embedded cluster (default $LCMS_DB_PORT or 54329)")
+        _add_debug(p)
+        p.set_defaults(func=func)
+    p = db_sub.add_parser("url", help="print the change store URL that would be used (password hidden)")
+    p.add_argument("--config", help="project config (its database.url comes first)")
+    p.add_argument("--port", type=int, help="port of the embedded cluster (default $LCMS_DB_PORT or 54329)")
+    p.add_argument("--show-password", action="store_true", help="print the password too")
+    _add_debug(p)
+    p.set_defaults(func=cmd_url)
+    p = db_sub.add_parser("upgrade", help="migrate the change store schema to the newest revision (idempotent)")
+    p.add_argument("--config", help="project config whose database to migrate (default: as `lcms db url`)")
+    _add_debug(p)
+    p.set_defaults(func=cmd_upgrade, port=None)
+    p = db_sub.add_parser("load", help="load a season's change polygons (change_detection output) into the store")
+    p.add_argument("--config", required=True, help="project config YAML")
+    p.add_argument("--season", help="the after season (default: the latest season)")
+    p.add_argument("--tile", action="append", metavar="TILE", help="load only these tiles (repeatable)")
+    p.add_argument("--run-id", help="run id recorded with the load (default: manual__<UTC time>)")
+    _add_debug(p)
+    p.set_defaults(func=cmd_load)
+
+
 def _stages_epilog() -> str:
     from lcms_tasks.stages import STAGES
 
@@ -389,6 +502,28 @@ def _add_debug(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
 
 
+def _add_serve_parser(sub: Any) -> None:
+    """``lcms serve``: the web service (OGC API Features and vector tiles of the change store)."""
+
+    def _cmd_serve(args: argparse.Namespace) -> int:
+        from lcms_service.server import serve
+
+        return serve(Path(args.config), host=args.host, port=args.port)
+
+    p = sub.add_parser(
+        "serve",
+        help="serve the change polygons (OGC API Features, vector tiles) over HTTP",
+        description="The LCMS web service: OGC API Features (GeoJSON, CQL2) and vector tiles of the change "
+        "store under /ogc/, the OpenAPI document at /openapi.json. With no database configured (database.url, "
+        "LCMS_DATABASE_URL) it starts the project-local embedded one, and stops it on exit.",
+    )
+    p.add_argument("--config", required=True, help="project config YAML (its `database` section)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
+    _add_debug(p)
+    p.set_defaults(func=_cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lcms", description="LCMS - Land Cover Monitoring System")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -426,6 +561,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_stages)
 
     _add_reference_parser(sub)
+    _add_db_parser(sub)
+    _add_serve_parser(sub)
     return parser
 
 

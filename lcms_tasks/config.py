@@ -29,6 +29,7 @@ from lcms_tasks.stages import features as _features
 from lcms_tasks.stages import merge_features as _merge_features
 from lcms_tasks.stages import postprocessing as _postprocessing
 from lcms_tasks.stages import prediction as _prediction
+from lcms_tasks.stages import publish as _publish
 from lcms_tasks.stages import reporting as _reporting
 from lcms_tasks.stages import sampling as _sampling
 from lcms_tasks.stages import training as _training
@@ -163,6 +164,21 @@ class StorageConfig(StrictModel):
     )
 
 
+class DatabaseConfig(StrictModel):
+    """The change store: PostgreSQL with PostGIS."""
+
+    url: str | None = Field(
+        None,
+        description="SQLAlchemy/libpq URL, e.g. postgresql://lcms@db:5432/lcms (keep a password out of the file: "
+        "reference an environment variable with the ${...} syntax). "
+        "None: the environment's LCMS_DATABASE_URL, else inside Airflow tasks the connection "
+        "`airflow_conn_id`, else the project-local embedded database that `make demo` / `make serve` start.",
+    )
+    airflow_conn_id: str = Field(
+        "lcms_change_store", description="Airflow connection holding the change store's URL inside tasks."
+    )
+
+
 class ClassificationConfig(StrictModel):
     """What the classifier maps."""
 
@@ -182,6 +198,7 @@ class StagesConfig(StrictModel):
     postprocessing: _postprocessing.Options = Field(default_factory=_postprocessing.Options)
     change_detection: _change_detection.Options = Field(default_factory=_change_detection.Options)
     reporting: _reporting.Options = Field(default_factory=_reporting.Options)
+    publish: _publish.Options = Field(default_factory=_publish.Options)
 
 
 class ProjectConfig(StrictModel):
@@ -197,6 +214,7 @@ class ProjectConfig(StrictModel):
     classification: ClassificationConfig = Field(default_factory=ClassificationConfig)
     source: SourceConfig = Field(default_factory=SyntheticSourceConfig, description="Imagery source.")
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     stages: StagesConfig = Field(default_factory=StagesConfig)
 
     # Folder of the config file; relative paths resolve against it. Not part of the schema.

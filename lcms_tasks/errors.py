@@ -73,3 +73,17 @@ class TileFailureError(StageError):
         self.permanent = permanent
         lines = "; ".join(f"{tile}: {err}" for tile, err in sorted(failures.items()))
         super().__init__(f"stage {stage!r}: {len(failures)} tile(s) failed: {lines}")
+
+
+class ChangeStoreError(LcmsError, RuntimeError):
+    """The change store (PostgreSQL + PostGIS) cannot be reached, logged in to, migrated or loaded.
+
+    The message names the database (host, port, name; never a password) and the fix. ``permanent``
+    is set per error: a wrong password or a missing PostGIS stays wrong on retry, a lost connection
+    may not.
+    """
+
+    def __init__(self, message: str, *, database: str | None = None, permanent: bool = False) -> None:
+        self.database = database
+        self.permanent = permanent
+        super().__init__(message)

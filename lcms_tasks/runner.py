@@ -114,6 +114,15 @@ def run_batch(stage_name: str, batch_id: str, ctx: RunContext, subset: list[str]
     return run_tiles(stage_name, tiles_of_batch(ctx, batch_id, subset), ctx)
 
 
+def finalize_stage(stage_name: str, ctx: RunContext) -> list[str]:
+    """The season-level step of a mapped stage that has one (after every batch); [] for the others."""
+    info = stage_info(stage_name)
+    if not info.finalize:
+        return []
+    uris: list[str] = list(get_stage(stage_name).finalize(ctx))
+    return uris
+
+
 def run_stage(stage_name: str, ctx: RunContext) -> list[str]:
     """Run a stage that works on the whole season at once (not mapped)."""
     if stage_info(stage_name).mapped:

@@ -34,6 +34,9 @@ class StageInfo:
     params: tuple[RunParam, ...] = ()
     #: Default execution timeout of one task (a batch of tiles, or the season), in minutes.
     timeout_minutes: int = 120
+    #: Mapped stages only: the module also has ``finalize(ctx) -> list[str]``, run once for the season
+    #: after every batch (season-level artefacts built from the tiles' outputs).
+    finalize: bool = False
 
 
 STAGES: tuple[StageInfo, ...] = (
@@ -113,6 +116,15 @@ STAGES: tuple[StageInfo, ...] = (
         False,
         "change_detection",
         "Class and change areas, metrics and data quality per run, tile and region (JSON + HTML).",
+    ),
+    StageInfo(
+        "publish",
+        "lcms_tasks.stages.publish",
+        True,
+        "reporting",
+        "Maps as Cloud Optimized GeoTIFFs in the BYOC layout, mosaics and styles, the STAC catalog, the change "
+        "store (PostGIS) and Sentinel Hub BYOC registration.",
+        finalize=True,
     ),
 )
 

@@ -12,6 +12,7 @@ Afterwards ``make airflow`` shows the runs in the Airflow UI.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -22,19 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from lcms_airflow.local_stack import REPO, LocalAirflow
+from lcms_tasks.stages import stage_names
 
-STAGE_ORDER = (
-    "download",
-    "features",
-    "add_reference",
-    "sampling",
-    "merge_features",
-    "training",
-    "prediction",
-    "postprocessing",
-    "change_detection",
-    "reporting",
-)
+STAGE_ORDER = tuple(stage_names())
 
 
 def _say(msg: str) -> None:
@@ -71,6 +62,43 @@ def run_season(af: LocalAirflow, config: str, season: str, timeout: float) -> di
     return seconds
 
 
+def _change_store(cfg: Any) -> tuple[Any, str]:
+    """(embedded cluster this demo started or None, the change store's URL) for the publish stage."""
+    from lcms_tasks.store import EmbeddedPostgres, database_url, upgrade
+
+    url = database_url(cfg)
+    embedded = None
+    if url is None:
+        embedded = EmbeddedPostgres()
+        _say(f"starting the project-local change store (PostgreSQL + PostGIS) in {embedded.data_dir}")
+        embedded.start()
+        url = embedded.url
+    upgrade(url)
+    return embedded, url
+
+
+def _store_summary(url: str, project: str) -> dict[str, Any]:
+    """How many change polygons of ``project`` the store holds, by status."""
+    from lcms_tasks.store import connect, describe
+
+    with contextlib.closing(connect(url)) as conn, conn.cursor() as cur:
+        cur.execute("SELECT status, count(*) FROM lcms.changes WHERE project = %s GROUP BY status", (project,))
+        by_status = {str(k): int(v) for k, v in cur.fetchall()}
+    return {"project": project, "database": describe(url), "changes": sum(by_status.values()), "by_status": by_status}
+
+
+def _published_summary(ctx: Any) -> dict[str, Any]:
+    """What the publish stage wrote for the last season: tile folders, mosaic folder, STAC catalog."""
+    from lcms_tasks.publish.stac import catalog_uri
+
+    storage = ctx.storage
+    return {
+        "tiles": len(storage.complete_children(ctx.stage_uri("publish"))),
+        "mosaic": str(storage.local_path(ctx.run_uri("publish", "mosaic"))),
+        "stac_catalog": str(storage.local_path(catalog_uri(ctx))),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(REPO / "configs" / "demo.yaml"))
@@ -89,8 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.keep_data and root.scheme == "file" and root.local_path(project_uri).exists():
         shutil.rmtree(root.local_path(project_uri))
     home = Path(os.environ.get("AIRFLOW_HOME", REPO / ".airflow"))
-    af = LocalAirflow(home=home, extra_env={"LCMS_CONFIG": str(Path(args.config).resolve())})
     t0 = time.perf_counter()
+    embedded, database = _change_store(cfg)
+    af = LocalAirflow(
+        home=home, extra_env={"LCMS_CONFIG": str(Path(args.config).resolve()), "LCMS_DATABASE_URL": database}
+    )
     stage_seconds = dict.fromkeys(STAGE_ORDER, 0.0)
     try:
         _say(f"starting Airflow (API server, scheduler, DAG processor) with AIRFLOW_HOME={home}")
@@ -100,8 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         for season in seasons:
             for stage, secs in run_season(af, str(Path(args.config).resolve()), season, args.timeout).items():
                 stage_seconds[stage] += secs
+        store = _store_summary(database, cfg.project)
     finally:
         af.stop()
+        if embedded is not None:
+            embedded.stop()
     wall = time.perf_counter() - t0
 
     report_dir = last.storage.local_path(last.run_uri("reporting", "report"))
@@ -126,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         "report_html": str(report_dir / "report.html"),
         "report_json": str(report_dir / "report.json"),
         "airflow_home": str(home),
+        "published": _published_summary(last),
+        "change_store": store,
     }
     out = last.storage.local_path(last.storage.uri(cfg.project, "demo_summary.json"))
     out.write_text(json.dumps(summary, indent=2))
@@ -136,7 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"class areas (km²): {summary['class_areas_km2']}")
     print("seconds per stage: " + ", ".join(f"{k} {v}" for k, v in summary["stage_seconds"].items()))
     print(f"total: {wall:.0f} s; HTML report: {summary['report_html']}")
+    published = summary["published"]
+    print(
+        f"published: {published['tiles']} tile folders of COGs, mosaics {published['mosaic']}, "
+        f"STAC catalog {published['stac_catalog']}"
+    )
+    print(f"change store: {store['changes']} change polygon(s) of {store['project']} in {store['database']}")
     print("look at the runs: make airflow  (then http://127.0.0.1:8080)")
+    print("serve the maps and changes: make serve  (then http://127.0.0.1:8000/ogc/)")
     print(out)
     return 0
 

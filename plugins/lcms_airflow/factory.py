@@ -195,6 +195,10 @@ def build_stage_dag(stage: str) -> DAG:
         if info.mapped:
             items = plan(specs)
             done = runner.map_batches(stage, items)
+            if info.finalize:
+                finalized = tile_runners.finalize_task(stage, specs)
+                done >> finalized
+                done = finalized
         else:
             done = runner.run_season(stage, specs)
         done >> publish(specs)

@@ -185,6 +185,8 @@ class LocalAirflow:
                 "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "600",
             }
         )
+        if env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite").startswith("sqlite"):
+            env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", "lcms_airflow.sqlite_settings.CONNECT_ARGS")
         # Airflow's API server and DAG processor import starlette's TestClient (its in-process execution
         # API), which warns about its own httpx dependency at every start; nothing in LCMS uses it.
         quiet = "ignore:Using `httpx` with `starlette.testclient` is deprecated"

@@ -42,6 +42,27 @@ class TileRunner(Protocol):
     def run_season(self, stage: str, specs: Any) -> Any: ...
 
 
+def finalize_task(stage: str, specs: Any) -> Any:
+    """The season-level step of a mapped stage, after every batch; runs in the Airflow worker.
+
+    It builds season artefacts from what the batches stored (catalogs, mosaics, database loads) and
+    needs only storage and service access, not the heavy compute an ECS task is for.
+    """
+
+    @task(task_id="finalize", execution_timeout=LocalRunner.timeout(stage))
+    def finalize(spec: dict[str, Any]) -> list[str]:
+        """Build the season's artefacts from the tiles' outputs."""
+        from lcms_tasks.runner import finalize_stage
+
+        def work() -> list[str]:
+            return finalize_stage(stage, run_context(spec))
+
+        result: list[str] = _run_in_worker(work)
+        return result
+
+    return finalize.expand(spec=specs)
+
+
 def batch_command(stage: str, item: dict[str, Any]) -> list[str]:
     """The ``lcms run`` command line that processes one batch item."""
     cmd = ["lcms", "run", stage, "--config", item["config"], "--season", item["season"], "--run-id", item["run_id"]]

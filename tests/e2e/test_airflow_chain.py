@@ -2,7 +2,9 @@
 
 For a 2 x 2-tile project whose first season was processed from the CLI, one trigger of
 ``lcms_download`` for the second season must run every stage, each DAG started by the previous
-stage's asset, and end in a report and change polygons that agree with the synthetic truth.
+stage's asset, and end in a report and change polygons that agree with the synthetic truth; the
+publish stage (triggered by reporting's asset) loads them into a real PostGIS change store, where
+GDAL's OGC API Features driver (the client QGIS uses) reads them through the LCMS service.
 """
 
 from __future__ import annotations
@@ -21,14 +23,25 @@ from lcms_tasks import eopatch, runner
 from lcms_tasks.config import load_config
 from lcms_tasks.context import RunContext
 from lcms_tasks.grid import project_tiles
-from lcms_tasks.stages import STAGES
+from lcms_tasks.stages import STAGES, stage_names
+from tests.store_fixtures import fresh_database
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def airflow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAirflow]:
-    stack = LocalAirflow(home=tmp_path_factory.mktemp("airflow-home"), extra_env={"LCMS_RETRY_DELAY_SECONDS": "2"})
+def change_store() -> Iterator[str]:
+    """A fresh, migrated change store on the machine's PostgreSQL, for the publish stage of these runs."""
+    with fresh_database("lcms_e2e_chain", migrate=True) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def airflow_stack(tmp_path_factory: pytest.TempPathFactory, change_store: str) -> Iterator[LocalAirflow]:
+    stack = LocalAirflow(
+        home=tmp_path_factory.mktemp("airflow-home"),
+        extra_env={"LCMS_RETRY_DELAY_SECONDS": "2", "LCMS_DATABASE_URL": change_store},
+    )
     try:
         stack.start()
         stack.wait_for_dags([f"lcms_{s.name}" for s in STAGES])
@@ -63,11 +76,14 @@ def _run_chain(stack: LocalAirflow, conf: dict) -> tuple[str, dict[str, dict]]:
     return run_id, runs
 
 
-def test_whole_chain_through_assets(airflow_stack: LocalAirflow, chain_config: Path) -> None:
+def test_whole_chain_through_assets(
+    airflow_stack: LocalAirflow, chain_config: Path, change_store: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = load_config(chain_config)
     tiles = project_tiles(cfg)
     first = RunContext.create(cfg, season="2023", run_id="cli-2023")
-    for info in STAGES[:-2]:  # the first season up to post-processing, from the CLI entry point
+    upto = stage_names().index("postprocessing") + 1
+    for info in STAGES[:upto]:  # the first season up to post-processing, from the CLI entry point
         if info.mapped:
             runner.run_tiles(info.name, tiles, first)
         else:
@@ -114,6 +130,41 @@ def test_whole_chain_through_assets(airflow_stack: LocalAirflow, chain_config: P
         assert row["from_class"] != row["to_class"]
         assert row["season_before"] == "2023" and row["season_after"] == "2024"
         assert row["area_m2"] >= 5000 and 0 <= row["confidence"] <= 1
+
+    # Published: every tile's COGs, the season's mosaics and the STAC catalog ...
+    assert runs["publish"]["run_id"].startswith("asset_triggered__")
+    assert ctx.storage.complete_children(ctx.stage_uri("publish")) == {t.id for t in tiles}
+    assert ctx.storage.is_complete(ctx.run_uri("publish", "mosaic"))
+    assert ctx.storage.local_path(ctx.storage.uri(cfg.project, "stac", "catalog.json")).is_file()
+    # ... and the change polygons in PostGIS, read back by GDAL's OGC API Features driver through the service.
+    _read_changes_through_ogc_api(change_store, polygons, monkeypatch)
+
+
+def _read_changes_through_ogc_api(store_url: str, polygons: list, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fiona
+    import shapely
+    from shapely.geometry import shape
+
+    from lcms_service.testing import ServiceProcess
+
+    detected = list(polygons)
+    monkeypatch.setitem(fiona.supported_drivers, "OAPIF", "r")  # fiona opens only the drivers it lists
+    with ServiceProcess(store_url) as service, fiona.open(f"OAPIF:{service.url}/ogc", layer="lcms.changes") as src:
+        features = list(src)
+        assert features, "the publish stage loaded no change into the store"
+        # Polygons crossing a tile edge are merged: never more store features than tile polygons.
+        assert len(features) <= len(detected)
+        assert {(f["properties"]["from_class"], f["properties"]["to_class"]) for f in features} == {
+            (int(r["from_class"]), int(r["to_class"])) for r in polygons
+        }
+        assert all(f["properties"]["season_after"] == "2024" for f in features)
+        area = sum(float(f["properties"]["area_m2"]) for f in features)
+        assert area == pytest.approx(sum(float(r["area_m2"]) for r in polygons), rel=1e-6)
+        # A bbox around one feature returns exactly the features that intersect it.
+        first = shape(features[0]["geometry"])
+        bbox = first.buffer(0.0005).bounds
+        expected = {f["properties"]["id"] for f in features if shape(f["geometry"]).intersects(shapely.box(*bbox))}
+        assert {f["properties"]["id"] for f in src.filter(bbox=bbox)} == expected
 
 
 def test_tile_subset_flows_through_every_stage(airflow_stack: LocalAirflow, config_path: Path) -> None:
