@@ -185,13 +185,14 @@ class LocalAirflow:
                 "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "600",
             }
         )
-        if env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite").startswith("sqlite"):
-            env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", "lcms_airflow.sqlite_settings.CONNECT_ARGS")
         # Airflow's API server and DAG processor import starlette's TestClient (its in-process execution
         # API), which warns about its own httpx dependency at every start; nothing in LCMS uses it.
         quiet = "ignore:Using `httpx` with `starlette.testclient` is deprecated"
         env["PYTHONWARNINGS"] = ",".join(w for w in (env.get("PYTHONWARNINGS"), quiet) if w)
         env.update(self.extra_env)
+        # After extra_env: a test or deployment may point the metadata database at PostgreSQL.
+        if env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite").startswith("sqlite"):
+            env.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", "lcms_airflow.sqlite_settings.CONNECT_ARGS")
         return env
 
     def _airflow(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

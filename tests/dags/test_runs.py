@@ -145,3 +145,18 @@ def test_prepare_spec_checks_before_any_work(config_path) -> None:
         prepare_spec({**base, "season": "2023"}, "features", "run1", None)
     scheduled = prepare_spec(dict(base), "download", "run2", dt.date(2025, 1, 1))
     assert scheduled["season"] == "2024"
+
+
+def test_local_stack_waits_for_sqlite_locks_only_on_sqlite(tmp_path) -> None:
+    """SQLite metadata: a 60 s lock wait (no HTTP 500 under a busy scheduler); PostgreSQL: untouched."""
+    from lcms_airflow.local_stack import LocalAirflow
+
+    env = LocalAirflow(home=tmp_path / "a").env()
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"] == "lcms_airflow.sqlite_settings.CONNECT_ARGS"
+    from lcms_airflow.sqlite_settings import CONNECT_ARGS
+
+    assert CONNECT_ARGS["timeout"] >= 30
+    pg = LocalAirflow(
+        home=tmp_path / "b", extra_env={"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg2://u@h/db"}
+    ).env()
+    assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS" not in pg
