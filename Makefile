@@ -79,7 +79,7 @@ demo: $(SETUP_STAMP) ## run the demo chain through Airflow (scheduler + executor
 airflow: $(SETUP_STAMP) ## the Airflow UI on the local metadata database, http://127.0.0.1:8080 (Ctrl-C stops every component)
 	$(PY) -m lcms_airflow.local_stack
 
-serve: $(SETUP_STAMP) ## the LCMS web service on the demo's change store: OGC API at http://127.0.0.1:8000/ogc/ (HOST=, PORT= to change)
+serve: $(SETUP_STAMP) ## the operator application and the OGC API on the last demo's results: http://127.0.0.1:8000/ (HOST=, PORT= to change)
 	$(VENV)/bin/lcms serve --config configs/demo.yaml --host $(or $(HOST),127.0.0.1) --port $(or $(PORT),8000)
 
 bench-services: $(SETUP_STAMP) ## change store + OGC API on 1,000,000 polygons: load rate, bbox query and vector tile latency, COG writing (DATABASE_URL= to use a server)
@@ -87,8 +87,27 @@ bench-services: $(SETUP_STAMP) ## change store + OGC API on 1,000,000 polygons: 
 
 clean: ## remove local data, Airflow state, the embedded change store and caches (not .venv)
 	-@[ -x $(VENV)/bin/lcms ] && $(VENV)/bin/lcms db stop >/dev/null 2>&1; true
-	rm -rf lcms-data .airflow .lcms .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf lcms-data .airflow .lcms test-artifacts .pytest_cache .mypy_cache .ruff_cache .hypothesis
 bench: $(SETUP_STAMP) ## per-stage speed and memory vs eo-learn's stock tasks on a 500 px, ~70-date tile (+ scaling 250/500/1000 px)
 	$(PY) -m bench.run --size 500 --scaling 250,500,1000 --out bench-results
 bench-quick: $(SETUP_STAMP) ## the same measurements on a small tile (< 1 minute)
 	$(PY) -m bench.run --quick --out bench-results
+
+# The operator application's npm libraries, vendored: their dist files are committed under
+# lcms_service/static/vendor/ (versions, licences: VENDOR.md there), so `make setup` needs no npm and
+# the page works offline. This re-makes them from frontend/package-lock.json (needs Node.js + npm).
+.PHONY: vendor-frontend
+FRONTEND_VENDOR := lcms_service/static/vendor
+vendor-frontend: ## re-vendor the operator app's JS libraries: npm ci in frontend/, dist files into lcms_service/static/vendor/
+	cd frontend && npm ci --no-audit --no-fund --ignore-scripts
+	rm -rf $(FRONTEND_VENDOR)/maplibre-gl $(FRONTEND_VENDOR)/maplibre-gl-compare
+	mkdir -p $(FRONTEND_VENDOR)/maplibre-gl $(FRONTEND_VENDOR)/maplibre-gl-compare
+	cp frontend/node_modules/maplibre-gl/dist/maplibre-gl.js frontend/node_modules/maplibre-gl/dist/maplibre-gl.css \
+		frontend/node_modules/maplibre-gl/LICENSE.txt frontend/node_modules/maplibre-gl/package.json \
+		$(FRONTEND_VENDOR)/maplibre-gl/
+	cp frontend/node_modules/@maplibre/maplibre-gl-compare/dist/maplibre-gl-compare.js \
+		frontend/node_modules/@maplibre/maplibre-gl-compare/dist/maplibre-gl-compare.css \
+		frontend/node_modules/@maplibre/maplibre-gl-compare/LICENCE \
+		frontend/node_modules/@maplibre/maplibre-gl-compare/package.json \
+		$(FRONTEND_VENDOR)/maplibre-gl-compare/
+	@echo "vendored into $(FRONTEND_VENDOR): $$(ls $(FRONTEND_VENDOR) | tr '\n' ' ')(record changes in $(FRONTEND_VENDOR)/VENDOR.md)"

@@ -11,7 +11,11 @@ What it measures (targets from issue 10; reported, never enforced):
 3. a **vector tile** (``.../tiles/WebMercatorQuad/{z}/{x}/{y}``) at the zoom whose tiles hold about
    5,000 polygons — median <= 150 ms;
 4. **COG writing** of a 1000 px tile, 3 bands with overviews (:func:`lcms_tasks.publish.cog.bench_cog_write`)
-   — <= 1 s.
+   — <= 1 s;
+5. a **map tile** (PNG rendered from the published COGs with rio-tiler, logged in, over HTTP from this
+   process; :func:`bench.maps.bench_map_tile`) — median <= 50 ms (issue 11);
+6. the Validation Tool's **queue**: its first page with ``--queue-n`` (100,000) changes in the store,
+   over HTTP (:func:`bench.validation.bench_queue`) — median <= 300 ms (issue 11).
 
 The database is created for the run (``lcms_bench_<random>``) on the server of ``--database-url``
 (any database URL of it: a new one is created beside it), else on the project-local embedded
@@ -48,6 +52,8 @@ TARGETS = {
     "bbox_p95_ms": 250.0,
     "tile_median_ms": 150.0,
     "cog_seconds": 1.0,
+    "map_tile_median_ms": 50.0,
+    "queue_first_page_median_ms": 300.0,
 }
 COLLECTION = "lcms.changes"
 BBOX_FEATURES = 1_000
@@ -122,7 +128,8 @@ def prepare_for_queries(url: str) -> dict[str, Any]:
 
 
 # -- HTTP ----------------------------------------------------------------------------------------------
-def _percentiles(ms: list[float]) -> dict[str, float]:
+def percentiles(ms: list[float]) -> dict[str, float]:
+    """Median, p95, min and max of request times (ms), rounded to 0.1 ms."""
     return {
         "median_ms": round(statistics.median(ms), 1),
         "p95_ms": round(float(np.percentile(ms, 95)), 1),
@@ -197,7 +204,7 @@ def bench_bbox(base: str, url: str, prep: dict[str, Any], requests: int, rng: np
         "features_median": int(statistics.median(returned)),
         "features_range": [min(returned), max(returned)],
         "response_kib_median": round(statistics.median(sizes) / 1024, 1),
-        **_percentiles(times),
+        **percentiles(times),
         "in_database_ms": db_ms,
     }
 
@@ -278,7 +285,7 @@ def bench_tiles(base: str, url: str, prep: dict[str, Any], requests: int, rng: n
         "requests": len(times),
         "polygons_median": int(statistics.median(counts)),
         "tile_kib_median": round(statistics.median(sizes) / 1024, 1),
-        **_percentiles(times),
+        **percentiles(times),
     }
 
 
@@ -302,6 +309,8 @@ def verdicts(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "bbox_p95_ms": (result["bbox"].get("p95_ms"), "max"),
         "tile_median_ms": (result["tile"].get("median_ms"), "max"),
         "cog_seconds": (result["cog"].get("seconds"), "max"),
+        "map_tile_median_ms": (result.get("map_tile", {}).get("map", {}).get("median_ms"), "max"),
+        "queue_first_page_median_ms": (result.get("queue", {}).get("median_ms"), "max"),
     }
     out = {}
     for name, (value, kind) in figures.items():
@@ -326,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--n", type=int, default=1_000_000, help="change polygons (default %(default)s)")
     parser.add_argument("--requests", type=int, default=60, help="timed HTTP requests per figure (>= 50)")
+    parser.add_argument("--queue-n", type=int, default=100_000, help="changes in the store for the queue figure")
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="folder of services.json")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -360,6 +370,18 @@ def main(argv: list[str] | None = None) -> int:
                     f"vector tile: zoom {t['zoom']}, {t['polygons_median']} polygons, median {t['median_ms']} ms, "
                     f"p95 {t['p95_ms']} ms over {t['requests']} requests"
                 )
+        from bench.maps import bench_map_tile
+        from bench.validation import bench_queue
+
+        result["map_tile"] = bench_map_tile(server, requests=args.requests, seed=args.seed)
+        m = result["map_tile"]["map"]
+        print(f"map tile (PNG from the COGs): median {m['median_ms']} ms, p95 {m['p95_ms']} ms over {m['requests']}")
+        result["queue"] = bench_queue(server, args.queue_n, requests=max(args.requests // 2, 30), seed=args.seed)
+        q = result["queue"]
+        print(
+            f"validation queue, first page with {q['n']:,} changes: median {q['median_ms']} ms, p95 {q['p95_ms']} ms "
+            f"(in PostgreSQL: {q['in_database_ms']} ms)"
+        )
     result["cog"] = bench_cog()
     if "seconds" in result["cog"]:
         print(f"COG writing: 1000 px, 3 bands with overviews: {result['cog']['seconds']} s")

@@ -31,7 +31,7 @@ from lcms_service import __version__
 from lcms_service.database import DatabaseMiddleware, DatabaseUnavailableError, StoreState
 from lcms_service.errors import add_exception_handlers
 from lcms_service.openapi import use_openapi_30
-from lcms_service.routers import health, operator
+from lcms_service.routers import auth, health, maps, operator, validation
 from lcms_service.routers.ogc import (
     DEPENDENCY_OVERRIDES,
     ERROR_RESPONSES,
@@ -39,6 +39,7 @@ from lcms_service.routers.ogc import (
     document_output_formats,
     ogc_router,
 )
+from lcms_service.rw import close_rw_pool, open_rw_pool
 from lcms_service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -75,12 +76,14 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
                 await store.close()
                 raise DatabaseUnavailableError(store.error or "the change store is unavailable")
             log.error("LCMS service: %s; the OGC API answers 503 until the change store is back", store.error)
+        await open_rw_pool(app)  # users, sessions, decisions; like the store, a database that is down is retried
         if settings.freeze_gc:
             gc.collect()
             gc.freeze()
         try:
             yield
         finally:
+            await close_rw_pool(app)  # before the store, which may stop the embedded cluster
             await store.close()
 
     app = FastAPI(
@@ -96,6 +99,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.store = StoreState(settings, app_state=app.state)
     app.include_router(operator.router)
     app.include_router(health.router)
+    app.include_router(maps.router)
+    app.include_router(auth.router)
+    app.include_router(validation.router)
     app.include_router(ogc_router(settings), prefix=OGC_PREFIX, responses=ERROR_RESPONSES)
     app.dependency_overrides.update(DEPENDENCY_OVERRIDES)
     use_openapi_30(app, document_output_formats)

@@ -6,9 +6,11 @@ entry point as an engineer at a terminal.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -234,8 +236,36 @@ def _cmd_reference_quality(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reference_export_validated(args: argparse.Namespace) -> int:
+    from lcms_tasks.config import load_config
+    from lcms_tasks.reference.validated import STATUSES, export_validated
+    from lcms_tasks.stages.add_reference import ChangeStoreSource
+    from lcms_tasks.store import project_database
+
+    cfg = load_config(args.config, check_files=False)
+    if args.season is not None:
+        cfg.season(args.season)  # an unknown season is bad input (exit 2), named with the known ones
+    # Defaults: the config's change_store source, so that --season writes what add_reference reads.
+    source = next((s for s in cfg.stages.add_reference.sources if isinstance(s, ChangeStoreSource)), None)
+    statuses = args.status or (list(source.statuses) if source else list(STATUSES))
+    later = args.max_seasons_later
+    if later is None and source is not None:
+        later = source.max_seasons_later
+    with project_database(cfg, say=log.info) as url:
+        result = export_validated(
+            url,
+            cfg,
+            Path(args.out),
+            season=args.season,
+            statuses=statuses,
+            max_seasons_later=later,
+        )
+    print(json.dumps(result))
+    return 0
+
+
 def _add_reference_parser(sub: Any) -> None:
-    """The ``lcms reference`` subcommands: ingest, fuse, quality."""
+    """The ``lcms reference`` subcommands: ingest, fuse, quality, export-validated."""
 
     class CrosswalkSteps(argparse.Action):
         """``--crosswalk FILE`` adds a step to the chain; ``--crosswalk-columns CODE,TARGET`` names the
@@ -256,7 +286,10 @@ def _add_reference_parser(sub: Any) -> None:
                 steps[-1].update(columns=(code.strip(), target.strip()), named=True)
             setattr(namespace, self.dest, steps)
 
-    ref = sub.add_parser("reference", help="ingest, fuse and assess reference data (LPIS, cadastre, OSM, labels)")
+    ref = sub.add_parser(
+        "reference",
+        help="ingest, fuse and assess reference data (LPIS, cadastre, OSM, labels); export validated changes",
+    )
     ref_sub = ref.add_subparsers(dest="action", required=True)
     p = ref_sub.add_parser("ingest", help="crosswalk and clean one vector source into a reference GeoPackage")
     p.add_argument("source", help="vector file (GeoPackage, Shapefile, .zip, GeoJSON, GeoParquet, .osm.pbf)")
@@ -314,6 +347,31 @@ def _add_reference_parser(sub: Any) -> None:
         help="no polygon inside the AOI is not an error: write the report and exit 0 with the warning",
     )
     p.set_defaults(func=_cmd_reference_quality)
+    p = ref_sub.add_parser(
+        "export-validated",
+        help="the change store's validated changes (confirmed, corrected, rejected) as a reference GeoPackage",
+        description="Writes the operators' decided changes of the project as reference polygons (EPSG:4326, layer "
+        "'validated'): confirmed ones with their after class, corrected ones with the corrected class and geometry, "
+        "rejected ones with their before class ('no change'), each with its change id and decision id. With "
+        "--season: the polygons that are reference for that season (decisions of that season and earlier ones, cut "
+        "where later changes say otherwise), as add_reference reads them.",
+    )
+    p.add_argument("--config", required=True, help="project config (its project, seasons, legend and database)")
+    p.add_argument("--season", help="the season the polygons serve (default: every decision in its own season)")
+    p.add_argument("--out", required=True, help="output GeoPackage")
+    p.add_argument(
+        "--status",
+        action="append",
+        choices=["confirmed", "corrected", "rejected"],
+        help="only changes of this status (repeatable; default: the config's change_store source's, else all three)",
+    )
+    p.add_argument(
+        "--max-seasons-later",
+        type=int,
+        help="with --season: use decisions of at most this many seasons before it (default: the config's "
+        "change_store source's, else every earlier season)",
+    )
+    p.set_defaults(func=_cmd_reference_export_validated)
 
 
 def _add_db_parser(sub: Any) -> None:
@@ -524,6 +582,111 @@ def _add_serve_parser(sub: Any) -> None:
     p.set_defaults(func=_cmd_serve)
 
 
+def _add_users_parser(sub: Any) -> None:
+    """The ``lcms users`` subcommands: the operator application's users and their roles (viewer < validator < admin)."""
+
+    @contextlib.contextmanager
+    def database(args: argparse.Namespace) -> Iterator[str]:
+        """The users' database; the embedded cluster is started for the command when nothing is configured."""
+        from lcms_tasks.store import project_database
+
+        cfg = None
+        if args.config:
+            from lcms_tasks.config import load_config
+
+            cfg = load_config(args.config, check_files=False)
+        with project_database(cfg, say=log.info) as url:
+            yield url
+
+    def show(user: Any, action: str) -> int:
+        print(f"{action} user {user.name!r} ({user.role}{', disabled' if user.disabled else ''})")
+        return 0
+
+    def cmd_add(args: argparse.Namespace) -> int:
+        from lcms_tasks.users import add_user, check_name, read_new_password
+
+        check_name(args.name)  # before asking for a password
+        password = read_new_password(args.name)
+        with database(args) as url:
+            return show(add_user(url, args.name, args.role, password), "added")
+
+    def cmd_list(args: argparse.Namespace) -> int:
+        from lcms_tasks.users import list_users
+
+        with database(args) as url:
+            users = list_users(url)
+        if args.json:
+            print(json.dumps([u.to_dict() for u in users], indent=1))
+            return 0
+        width = max([len(u.name) for u in users] + [4])
+        print(f"{'name':<{width}}  {'role':<9}  {'state':<8}  created")
+        for u in users:
+            state = "disabled" if u.disabled else "active"
+            print(f"{u.name:<{width}}  {u.role:<9}  {state:<8}  {u.created_at:%Y-%m-%d %H:%M}")
+        return 0
+
+    def cmd_set_role(args: argparse.Namespace) -> int:
+        from lcms_tasks.users import set_role
+
+        with database(args) as url:
+            return show(set_role(url, args.name, args.role), "set the role of")
+
+    def cmd_disable(args: argparse.Namespace) -> int:
+        from lcms_tasks.users import disable_user
+
+        with database(args) as url:
+            return show(disable_user(url, args.name), "disabled (and logged out)")
+
+    def cmd_enable(args: argparse.Namespace) -> int:
+        from lcms_tasks.users import enable_user
+
+        with database(args) as url:
+            return show(enable_user(url, args.name), "enabled")
+
+    def cmd_set_password(args: argparse.Namespace) -> int:
+        from lcms_tasks.users import get_user, read_new_password, set_password
+
+        with database(args) as url:
+            name = get_user(url, args.name).name  # an unknown user fails before the prompt
+            user = set_password(url, name, read_new_password(name))
+        return show(user, "set the password (and ended the sessions) of")
+
+    roles = ("viewer", "validator", "admin")
+    users = sub.add_parser(
+        "users",
+        help="users of the operator application: add, list, set-role, disable",
+        description="Users of the operator application, in the change store (database.url of --config, else "
+        "LCMS_DATABASE_URL, else the project-local embedded cluster, started for the command if it is not "
+        "running). Roles: viewer (reads) < validator (decides "
+        "changes) < admin (users, settings). A password is prompted twice on a terminal, else read from the first "
+        "line of standard input (e.g. `lcms users add ana --role validator < pw.txt`); it is stored as an argon2 hash "
+        "and never shown.",
+    )
+    users_sub = users.add_subparsers(dest="action", required=True)
+
+    def command(name: str, func: Any, text: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = users_sub.add_parser(name, help=text)
+        p.add_argument("--config", help="project config whose database holds the users (default: as `lcms db url`)")
+        _add_debug(p)
+        p.set_defaults(func=func)
+        return p
+
+    p = command("add", cmd_add, "add a user (password prompted, or read from stdin when it is not a terminal)")
+    p.add_argument("name", metavar="NAME", help="user name: 1-64 letters, digits, _ . @ - (case-insensitive)")
+    p.add_argument("--role", required=True, choices=roles, help="viewer, validator or admin")
+    p = command("list", cmd_list, "list the users (never their passwords)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p = command("set-role", cmd_set_role, "change a user's role")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("role", metavar="ROLE", choices=roles, help="viewer, validator or admin")
+    p = command("disable", cmd_disable, "stop a user from logging in and end their sessions")
+    p.add_argument("name", metavar="NAME")
+    p = command("enable", cmd_enable, "let a disabled user log in again")
+    p.add_argument("name", metavar="NAME")
+    p = command("set-password", cmd_set_password, "replace a user's password (prompted, or read from stdin)")
+    p.add_argument("name", metavar="NAME")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lcms", description="LCMS - Land Cover Monitoring System")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -562,6 +725,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_reference_parser(sub)
     _add_db_parser(sub)
+    _add_users_parser(sub)
     _add_serve_parser(sub)
     return parser
 

@@ -14,6 +14,18 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined, to_jsonable_python
 
+#: The example land cover legend (the demo's): ids, names, colours, and the kinds change rules refer to.
+LAND_COVER_EXAMPLE: list[dict[str, Any]] = [
+    {"id": 1, "name": "cropland", "color": "#f4d03f"},
+    {"id": 2, "name": "forest", "color": "#1e8449"},
+    {"id": 3, "name": "grassland", "color": "#82e0aa"},
+    {"id": 4, "name": "water", "color": "#2e86c1"},
+    {"id": 5, "name": "built-up", "color": "#c0392b", "kind": "built_up"},
+    {"id": 6, "name": "bare land", "color": "#d7bde2", "kind": "bare_land"},
+    {"id": 7, "name": "shrubland", "color": "#a04000"},
+    {"id": 8, "name": "wetland", "color": "#48c9b0"},
+]
+
 # Example values for required fields (they have no default to show).
 _EXAMPLES: dict[str, Any] = {
     "project": "my-country",
@@ -26,16 +38,7 @@ _EXAMPLES: dict[str, Any] = {
     },
     "seasons": {"2023": {"start": "2023-03-01", "end": "2023-10-31"}},
     "legends": {
-        "land_cover": [
-            {"id": 1, "name": "cropland", "color": "#f4d03f"},
-            {"id": 2, "name": "forest", "color": "#1e8449"},
-            {"id": 3, "name": "grassland", "color": "#82e0aa"},
-            {"id": 4, "name": "water", "color": "#2e86c1"},
-            {"id": 5, "name": "built-up", "color": "#c0392b", "kind": "built_up"},
-            {"id": 6, "name": "bare land", "color": "#d7bde2", "kind": "bare_land"},
-            {"id": 7, "name": "shrubland", "color": "#a04000"},
-            {"id": 8, "name": "wetland", "color": "#48c9b0"},
-        ],
+        "land_cover": LAND_COVER_EXAMPLE,
         "crop_type": [],
     },
 }

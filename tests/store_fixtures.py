@@ -47,6 +47,19 @@ def admin_connection() -> Any:
     return conn
 
 
+def query_rows(url: str, sql: str, *args: object) -> list[tuple[Any, ...]]:
+    """The rows of one query on ``url`` (its own connection, closed afterwards)."""
+    import psycopg2
+
+    conn = psycopg2.connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, args)
+            return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
 def database_url(name: str, *, user: str | None = None) -> str:
     """URL of database ``name`` on the test server (as ``user``, default the admin URL's user)."""
     from sqlalchemy.engine import make_url

@@ -45,8 +45,6 @@ import json
 import logging
 import re
 import time
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlparse
@@ -405,57 +403,32 @@ class _Client:
             f"(credentials came from the {self.creds.origin})"
         )
 
-    @contextlib.contextmanager
-    def errors(self, what: str) -> Iterator[None]:
+    def errors(self, what: str) -> contextlib.AbstractContextManager[None]:
         """Translate sentinelhub-py/oauthlib failures of ``what`` into :class:`ByocError` (secrets redacted)."""
-        from oauthlib.oauth2.rfc6749.errors import InsecureTransportError, OAuth2Error
-        from sentinelhub.exceptions import (
-            DownloadFailedException,
-            MissingDataInRequestException,
-            OutOfRequestsException,
-            SHRateLimitWarning,
-        )
-
-        from lcms_tasks.sources.credentials import redact
+        from lcms_tasks.sources.sh_errors import sentinelhub_errors
 
         o = self.options
-        try:
-            with warnings.catch_warnings():
-                # 429s are handled (Retry-After honoured, attempts bounded); sentinelhub-py also warns on each.
-                warnings.simplefilter("ignore", SHRateLimitWarning)
-                yield
-        except InsecureTransportError as exc:
-            raise ByocError(
-                f"{what}: token URL {o.resolved_token_url()} is not https; OAuth2 refuses plain http "
-                "(set OAUTHLIB_INSECURE_TRANSPORT=1 only for a local test server)"
-            ) from exc
-        except OAuth2Error as exc:
-            if exc.error in {"invalid_client", "unauthorized_client"} or exc.status_code == 401:
-                raise self._auth_error(what) from exc
-            raise ByocError(f"{what}: token request failed: {exc.error}: {redact(str(exc.description))}") from exc
-        except OutOfRequestsException as exc:
-            raise ByocError(
-                f"{what}: Sentinel Hub still rate-limits (HTTP 429) after {o.max_retries + 1} attempts"
-            ) from exc
-        except MissingDataInRequestException as exc:
-            raise ByocError(f"{what}: unexpected response from {o.base_url}: {redact(str(exc))}") from exc
-        except DownloadFailedException as exc:
-            response = getattr(exc.request_exception, "response", None)
-            status = getattr(response, "status_code", None)
-            if status == 401:
-                raise self._auth_error(what) from exc
-            detail = redact(str(exc)).replace("\n", " ")
+
+        def by_status(status: int | None, detail: str) -> Exception | None:
             if status == 403:
-                raise ByocError(
-                    f"{what}: client id {self.creds.client_id} may not do this (HTTP 403): {detail}"
-                ) from exc
+                return ByocError(f"{what}: client id {self.creds.client_id} may not do this (HTTP 403): {detail}")
             if status == 409:
-                raise _ConflictError(f"{what}: HTTP 409: {detail}") from exc
+                return _ConflictError(f"{what}: HTTP 409: {detail}")
             if status is None:
-                raise ByocError(
+                return ByocError(
                     f"{what}: Sentinel Hub could not be reached after {o.max_retries + 1} attempts: {detail}"
-                ) from exc
-            raise ByocError(f"{what}: HTTP {status or 'error'}: {detail}") from exc
+                )
+            return None
+
+        return sentinelhub_errors(
+            what,
+            error=ByocError,
+            auth_error=self._auth_error,
+            token_url=o.resolved_token_url(),
+            max_retries=o.max_retries,
+            base_url=o.base_url,
+            by_status=by_status,
+        )
 
     # -- collections ----------------------------------------------------------------------------------------
 

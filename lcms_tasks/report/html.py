@@ -330,6 +330,17 @@ def _per_code(counts: Mapping[str, Any]) -> str:
 
 def describe_source(source: Mapping[str, Any]) -> str:
     """A configured reference source in words (escaped HTML)."""
+    if source.get("type") == "change_store":
+        statuses = source.get("statuses") or []
+        later = source.get("max_seasons_later")
+        seasons = source.get("seasons")
+        return (
+            f"the change store's decided changes ({esc(', '.join(map(str, statuses)) or 'none')}; priority "
+            f"{fmt(source.get('priority'))}, rejected {fmt(source.get('rejected_priority'))}; serving their after "
+            + ("season and every later one" if later is None else f"season and {fmt(later)} later one(s)")
+            + (f"; seasons {esc(', '.join(map(str, seasons)))}" if seasons else "")
+            + ")"
+        )
     if source.get("type") == "synthetic_truth":
         return (
             f"synthetic truth parcels: {pct(source.get('tile_fraction'))} of the tiles, "
@@ -581,7 +592,70 @@ def _reference_section(report: Mapping[str, Any], names: Mapping[int, str]) -> l
         "<p>Sums over the tiles of this report; options are shown as configured, not summed.</p>",
         table(["figure", "value"], rows, left=2),
     ]
+    parts += _validated_section(ref.get("validated"), names)
     parts += _options_section(report)
+    return parts
+
+
+#: Decisions listed one per row in the report, at most (the JSON report lists them all).
+MAX_DECISION_ROWS = 500
+
+
+def _validated_section(validated: Mapping[str, Any] | None, names: Mapping[int, str]) -> list[str]:
+    """How many validated polygons (operators' decisions from the change store) add_reference used, and which."""
+    if not validated:
+        return []
+    parts = ["<h3>Validated changes used as reference</h3>"]
+    by = validated.get("by_status") or {}
+    decisions = [f"#{d}" for d in validated.get("decision_ids") or []]
+    skipped = validated.get("skipped_reasons") or {}
+    if skipped:
+        why = "; ".join(f"{esc(k)} ({fmt(v)} tile(s))" for k, v in skipped.items())
+        if validated.get("n_tiles_read"):  # read on some tiles and not on others: worth a look
+            parts.append(f'<p class="warn">The change store was not read on some tiles: {why}.</p>')
+        else:
+            parts.append(f"<p>The change store was not read: {why}.</p>")
+    listed = ""
+    if decisions:
+        listed = ": " + esc(", ".join(decisions[:50])) + (" ..." if len(decisions) > 50 else "")
+    parts.append(
+        f"<p><strong>{fmt(validated.get('polygons_used', 0))} validated polygon(s)</strong> used (confirmed "
+        f"{fmt(by.get('confirmed', 0))}, corrected {fmt(by.get('corrected', 0))}, rejected as no change "
+        f"{fmt(by.get('rejected', 0))}; {fmt(validated.get('carried_forward', 0))} decided for an earlier season), "
+        f"{fmt(validated.get('polygons_rasterised', 0))} of them labelling pixels, from {fmt(len(decisions))} "
+        f"decision(s){listed}.</p>"
+    )
+    without = validated.get("without_decision") or []
+    if without:
+        shown = esc(", ".join(map(str, without[:10]))) + (" ..." if len(without) > 10 else "")
+        parts.append(
+            f'<p class="warn">{fmt(len(without))} change(s) have a decided status but no decision record '
+            f"(set outside the Validation Tool): {shown}</p>"
+        )
+    polygons = validated.get("polygons") or []
+    rows = []
+    for p in polygons[:MAX_DECISION_ROWS]:
+        notes = [("carried forward", p.get("carried_forward")), ("trimmed", p.get("trimmed"))]
+        notes.append(("no pixel", not p.get("rasterised")))
+        decision = f"#{p['decision_id']}" if p.get("decision_id") is not None else "none"
+        rows.append(
+            [
+                esc(decision),
+                f"<code>{esc(p.get('change_id'))}</code>",
+                esc(p.get("status")),
+                esc(_class_name(p.get("class"), names)),
+                esc(p.get("season_after")),
+                esc(p.get("decided_by") or ""),
+                esc(str(p.get("decided_at") or "")[:19]),
+                esc(", ".join(label for label, on in notes if on)),
+                esc(", ".join(map(str, p.get("tiles") or []))),
+            ]
+        )
+    if rows:
+        headers = ["decision", "change", "status", "reference class", "after season", "by", "at", "note", "tiles"]
+        parts.append(table(headers, rows, left=len(headers)))
+    if len(polygons) > MAX_DECISION_ROWS:
+        parts.append(f"<p>... and {fmt(len(polygons) - MAX_DECISION_ROWS)} more (see report.json).</p>")
     return parts
 
 

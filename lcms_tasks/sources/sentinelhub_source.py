@@ -50,7 +50,6 @@ import json
 import logging
 import os
 import tempfile
-import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -311,41 +310,17 @@ class SentinelHubSource:
             f"(credentials came from the {creds.origin})"
         )
 
-    @contextlib.contextmanager
-    def _service_errors(self, creds: Credentials, what: str) -> Iterator[None]:
+    def _service_errors(self, creds: Credentials, what: str) -> contextlib.AbstractContextManager[None]:
         """Translate sentinelhub-py/oauthlib failures into LCMS errors naming ``what`` (never the secret)."""
-        from oauthlib.oauth2.rfc6749.errors import InsecureTransportError, OAuth2Error
-        from sentinelhub.exceptions import DownloadFailedException, OutOfRequestsException, SHRateLimitWarning
+        from lcms_tasks.sources.sh_errors import sentinelhub_errors
 
-        from lcms_tasks.sources.credentials import redact
-
-        try:
-            with warnings.catch_warnings():
-                # 429s are handled (Retry-After honoured, attempts bounded); sentinelhub-py also warns on each.
-                warnings.simplefilter("ignore", SHRateLimitWarning)
-                yield
-        except InsecureTransportError as exc:
-            raise SentinelHubError(
-                f"{what}: token URL {self.options.resolved_token_url()} is not https; OAuth2 refuses plain http "
-                "(set OAUTHLIB_INSECURE_TRANSPORT=1 only for a local test server)"
-            ) from exc
-        except OAuth2Error as exc:
-            if exc.error in {"invalid_client", "unauthorized_client"} or exc.status_code == 401:
-                raise self._auth_error(creds, f"token request to {self.options.resolved_token_url()}") from exc
-            raise SentinelHubError(
-                f"{what}: token request failed: {exc.error}: {redact(str(exc.description))}"
-            ) from exc
-        except OutOfRequestsException as exc:
-            raise SentinelHubError(
-                f"{what}: Sentinel Hub still rate-limits (HTTP 429) after {self.options.max_retries + 1} attempts"
-            ) from exc
-        except DownloadFailedException as exc:
-            response = getattr(exc.request_exception, "response", None)
-            status = getattr(response, "status_code", None)
-            if status == 401:
-                raise self._auth_error(creds, what) from exc
-            detail = redact(str(exc)).replace("\n", " ")
-            raise SentinelHubError(f"{what}: HTTP {status or 'error'}: {detail}") from exc
+        return sentinelhub_errors(
+            what,
+            error=SentinelHubError,
+            auth_error=lambda doing: self._auth_error(creds, doing),
+            token_url=self.options.resolved_token_url(),
+            max_retries=self.options.max_retries,
+        )
 
     # -- catalog ------------------------------------------------------------------------------------------
 

@@ -1,8 +1,11 @@
 """Stage 3, add_reference: the season's reference polygons rasterised into per-tile label masks.
 
-Reference comes from vector files (any CRS, any code list through a crosswalk) and/or,
-for the demo, from the synthetic source's truth parcels, of which a seeded share of
-tiles and parcels is kept to simulate partial ground truth such as an LPIS. Polygons
+Reference comes from vector files (any CRS, any code list through a crosswalk), for the
+demo from the synthetic source's truth parcels, of which a seeded share of tiles and
+parcels is kept to simulate partial ground truth such as an LPIS, and from the change
+store: changes operators confirmed, corrected or rejected (``change_store``, see
+:mod:`lcms_tasks.reference.validated` for which decisions serve which season; the
+marker's ``validated`` block lists the changes and decisions used). Polygons
 are reprojected to the tile CRS, clipped to the tile, crosswalked to legend ids,
 overlaps resolved ('priority' or 'drop') and burned on the tile grid; borders are
 eroded so that mixed edge pixels are not trained on.
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
     from lcms_tasks.preflight import Need
     from lcms_tasks.reference.rasterize import LabelledPolygon
     from lcms_tasks.reference.sources import SourceStats
+    from lcms_tasks.reference.validated import TileValidated
 
 NAME = "add_reference"
 log = logging.getLogger(__name__)
@@ -113,11 +117,52 @@ class SyntheticTruthSource(StrictModel):
     priority: int = Field(0, description="Overlaps: the higher priority wins (overlap_rule 'priority').")
 
 
-ReferenceSource = Annotated[FileSource | SyntheticTruthSource, Field(discriminator="type")]
+DecidedStatus = Literal["confirmed", "corrected", "rejected"]
+DECIDED_STATUSES: tuple[DecidedStatus, ...] = ("confirmed", "corrected", "rejected")
 
 
-def _default_sources() -> list[FileSource | SyntheticTruthSource]:
-    return [SyntheticTruthSource()]
+class ChangeStoreSource(StrictModel):
+    """Operators' decisions in the change store: validated changes and rejected ones ("no change") as reference.
+
+    Confirmed changes give their after class over their geometry, corrected ones the corrected class over
+    the corrected geometry, rejected ones the before class over the polygon. A change decided for the
+    season pair A->B serves season B and later seasons until a later change says otherwise (the rule of
+    :mod:`lcms_tasks.reference.validated`). The store is the config's (``lcms_tasks.store.database_url``).
+    """
+
+    type: Literal["change_store"] = Field("change_store", description="Decided changes of the change store.")
+    statuses: list[DecidedStatus] = Field(
+        default_factory=lambda: list(DECIDED_STATUSES),
+        description="Which decided changes make reference: confirmed and corrected (the after class holds) and/or "
+        "rejected (the before class still holds: a 'no change' sample).",
+    )
+    priority: int = Field(
+        50,
+        description="Overlaps: priority of confirmed and corrected changes (the higher wins; by default above "
+        "every other source, as the fusion rules rank confirmed changes first).",
+    )
+    rejected_priority: int = Field(45, description="Overlaps: priority of rejected changes ('no change' samples).")
+    seasons: list[str] | None = Field(None, description="Seasons this source serves (None: all).")
+    max_seasons_later: int | None = Field(
+        None,
+        ge=0,
+        description="A change decided for A->B serves season B and at most this many seasons after it "
+        "(0: only B; None: every later season, until a later change says otherwise).",
+    )
+    required: bool = Field(
+        False,
+        description="Fail when no change store is configured. False: the source is skipped (and the metadata "
+        "says so) when there is no database to read; a configured database that cannot be read always fails.",
+    )
+
+
+ReferenceSource = Annotated[FileSource | SyntheticTruthSource | ChangeStoreSource, Field(discriminator="type")]
+AnySource = FileSource | SyntheticTruthSource | ChangeStoreSource
+
+
+def _default_sources() -> list[FileSource | SyntheticTruthSource | ChangeStoreSource]:
+    # The operators' decisions are read automatically when a change store is configured (skipped otherwise).
+    return [SyntheticTruthSource(), ChangeStoreSource()]
 
 
 class Options(StrictModel):
@@ -125,7 +170,8 @@ class Options(StrictModel):
 
     sources: list[ReferenceSource] = Field(
         default_factory=lambda: _default_sources(),
-        description="Reference sources (type 'file' or 'synthetic_truth').",
+        description="Reference sources (type 'file', 'synthetic_truth' or 'change_store'). Default: the synthetic "
+        "truth and the change store's decided changes; a list of your own needs `{type: change_store}` to use them.",
     )
     overlap_rule: Literal["drop", "priority"] = Field(
         "priority",
@@ -162,16 +208,18 @@ def class_erosion(options: Options, legend: list[LegendClass]) -> dict[int, int]
     return out
 
 
-def source_active(source: FileSource | SyntheticTruthSource, season: str) -> bool:
+def source_active(source: AnySource, season: str) -> bool:
     """Whether ``source`` serves ``season``."""
-    return not isinstance(source, FileSource) or source.seasons is None or season in source.seasons
+    if isinstance(source, FileSource | ChangeStoreSource):
+        return source.seasons is None or season in source.seasons
+    return True
 
 
-def source_name(index: int, source: FileSource | SyntheticTruthSource) -> str:
+def source_name(index: int, source: AnySource) -> str:
     """A readable name for the metadata: 'sources[0] file LPIS_2023.gpkg'."""
     if isinstance(source, FileSource):
         return f"sources[{index}] file {source.path}"
-    return f"sources[{index}] synthetic_truth"
+    return f"sources[{index}] {source.type}"
 
 
 def _file_source_polygons(
@@ -300,6 +348,42 @@ def _synthetic_polygons(
     )
 
 
+def _change_store_polygons(source: ChangeStoreSource, ctx: RunContext, tile: Tile, options: Options) -> TileValidated:
+    """The decided changes of the change store as labelled polygons of ``tile`` (skipped without a database)."""
+    from lcms_tasks.errors import ChangeStoreError
+    from lcms_tasks.reference import validated
+    from lcms_tasks.reference.sources import SourceStats
+    from lcms_tasks.store import database_url
+
+    cfg = ctx.config
+    url = database_url(cfg)
+    if url is None:
+        reason = "no change store configured (database.url, LCMS_DATABASE_URL, or a running `lcms db start`)"
+        if source.required:
+            raise ChangeStoreError(f"tile {tile.id}: reference source 'change_store': {reason}", permanent=True)
+        return validated.TileValidated(stats=SourceStats(), skipped=reason)
+    found, rule = validated.read_validated(
+        url,
+        project=cfg.project,
+        season=ctx.season,
+        order=validated.season_order(cfg),
+        statuses=source.statuses,
+        max_seasons_later=source.max_seasons_later,
+        envelope=validated.tile_envelope(tile.bounds, tile.crs),
+    )
+    out = validated.tile_polygons(
+        found,
+        bounds=tile.bounds,
+        crs=tile.crs,
+        legend_ids={c.id for c in cfg.legend()},
+        priority=source.priority,
+        rejected_priority=source.rejected_priority,
+        min_area_m2=options.min_polygon_area_m2,
+    )
+    out.rule = rule
+    return out
+
+
 def compact_polygon_ids(polygon_index: np.ndarray, keys: list[int]) -> tuple[np.ndarray, list[int]]:
     """Renumber a 1-based polygon index raster to the polygons present (1..m) and their keys."""
     present = np.unique(polygon_index)
@@ -316,10 +400,35 @@ def needs(ctx: RunContext) -> list[Need]:
     return [Need("features", ctx.season)]
 
 
+def _merge_lineage(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One ``validated`` metadata block from those of several change_store sources (usually one)."""
+    if len(parts) == 1:
+        return parts[0]
+    out: dict[str, Any] = {"polygons_used": 0, "polygons_rasterised": 0, "carried_forward": 0, "by_status": {}}
+    for part in parts:
+        for key in ("polygons_used", "polygons_rasterised", "carried_forward"):
+            out[key] += int(part.get(key, 0))
+        for status, n in (part.get("by_status") or {}).items():
+            out["by_status"][status] = out["by_status"].get(status, 0) + int(n)
+    out["change_ids"] = sorted({c for p in parts for c in p.get("change_ids", [])})
+    out["decision_ids"] = sorted({d for p in parts for d in p.get("decision_ids", [])})
+    out["without_decision"] = sorted({c for p in parts for c in p.get("without_decision", [])})
+    out["polygons"] = [poly for p in parts for poly in p.get("polygons", [])]
+    rule: Counter[str] = Counter()
+    for p in parts:
+        rule.update({k: int(v) for k, v in (p.get("rule") or {}).items()})
+    out["rule"] = dict(rule)
+    skipped = [p["skipped"] for p in parts if p.get("skipped")]
+    if skipped:
+        out["skipped"] = skipped[0]
+    return out
+
+
 def run(tile: Tile, ctx: RunContext) -> list[str]:
     """Rasterise the season's reference for one tile and store it as an EOPatch."""
     from lcms_tasks import eopatch
     from lcms_tasks.reference.rasterize import rasterize_reference, samplable_mask
+    from lcms_tasks.reference.sources import SourceStats
 
     cfg = ctx.config
     options: Options = cfg.stages.add_reference
@@ -335,6 +444,7 @@ def run(tile: Tile, ctx: RunContext) -> list[str]:
     polygons: list[LabelledPolygon] = []
     per_source: dict[str, Any] = {}
     unknown: Counter[str] = Counter()
+    from_store: list[TileValidated] = []
     for i, source in enumerate(options.sources):
         name = source_name(i, source)
         if not source_active(source, ctx.season):
@@ -342,10 +452,16 @@ def run(tile: Tile, ctx: RunContext) -> list[str]:
             continue
         if isinstance(source, FileSource):
             found, stats = _file_source_polygons(source, cfg, ctx.season, tile, options)
+        elif isinstance(source, ChangeStoreSource):
+            store_part = _change_store_polygons(source, ctx, tile, options)
+            from_store.append(store_part)
+            found, stats = store_part.polygons, store_part.stats or SourceStats()
         else:
             found, stats = _synthetic_polygons(source, ctx, tile, options)
         polygons.extend(found)
         per_source[name] = stats.to_dict()
+        if isinstance(source, ChangeStoreSource) and from_store[-1].skipped:
+            per_source[name]["skipped"] = from_store[-1].skipped
         unknown.update(stats.unknown_codes)
     if unknown:
         log.warning("%s %s: codes not in the crosswalk (polygons): %s", NAME, tile.id, dict(unknown))
@@ -377,6 +493,8 @@ def run(tile: Tile, ctx: RunContext) -> list[str]:
         "erosion_per_class": {str(k): v for k, v in erosion.items()},
         "upstream": feats_meta.get("run_id"),
     }
+    if from_store:
+        meta["validated"] = _merge_lineage([part.lineage(keys) for part in from_store])
     uri = ctx.tile_uri(NAME, tile.id)
     eopatch.save(ctx.storage, uri, patch, meta=ctx.marker_meta(NAME, tile.id, meta))
     return [uri]

@@ -36,6 +36,13 @@ files in each, one bit depth per band, one code table and legend), then writes
 
 The mosaic and the catalog cover every tile of the season that is published (a run on a tile subset
 refreshes those tiles and keeps the others); the change store and BYOC get the run's tiles.
+
+Imagery for the map viewer (:mod:`lcms_tasks.publish.imagery`): per tile, after its BYOC folder, a
+separate folder ``<root>/<project>/<season>/imagery/<tile>/`` (complete or absent) with the season's
+cloud-free composite and one COG per acquisition date (B02, B03, B04, B08 as uint16 digital numbers),
+from the tile's download; per season, ``<season>/imagery/_run/index/dates.json`` (date -> tiles), in
+the summary under ``imagery``. A tile whose download is missing or lacks those bands is published
+without imagery (logged, and listed in the summary).
 """
 
 from __future__ import annotations
@@ -183,6 +190,7 @@ def run(tile: Tile, ctx: RunContext) -> list[str]:
     from lcms_tasks.errors import CorruptArtefactError, StageError
     from lcms_tasks.publish import BAND_NAMES
     from lcms_tasks.publish.cog import BAND_SPECS, TILE_SIZE, CogCheckError, check_byoc, confidence_percent, write_band
+    from lcms_tasks.publish.imagery import write_tile_imagery
     from lcms_tasks.publish.tiles import rasterise_changes
     from lcms_tasks.stages.change_detection import GPKG_NAME
 
@@ -276,7 +284,9 @@ def run(tile: Tile, ctx: RunContext) -> list[str]:
         len(frame),
         meta["seconds"],
     )
-    return [uri]
+    # The viewer's imagery: a folder of its own (not part of the BYOC tile), complete or absent.
+    imagery = write_tile_imagery(tile, ctx, footprint_wgs84=meta["footprint_wgs84"], compression=options.compression)
+    return [uri] if imagery.uri is None else [uri, imagery.uri]
 
 
 # -- per season --------------------------------------------------------------------------------------
@@ -338,7 +348,7 @@ def _register_byoc(ctx: RunContext, options: Options, tiles: list[PublishedTile]
 
 def finalize(ctx: RunContext) -> list[str]:
     """The season's mosaics, styles, STAC items, change store load and BYOC registration, then the summary."""
-    from lcms_tasks.publish import BAND_NAMES, stac
+    from lcms_tasks.publish import BAND_NAMES, imagery, stac
     from lcms_tasks.publish.cog import CogCheckError
     from lcms_tasks.publish.mosaic import change_entries, class_entries, write_season_mosaic
     from lcms_tasks.publish.tiles import TransitionCode, published_tiles
@@ -370,6 +380,7 @@ def finalize(ctx: RunContext) -> list[str]:
     stac_result = stac.publish_season(ctx, season_tiles, license=options.stac_license)
     store_result = _load_change_store(ctx, options)
     byoc_result = _register_byoc(ctx, options, run_tiles)
+    imagery_result = imagery.write_season_index(ctx, [t.tile_id for t in season_tiles])
 
     summary = {
         **ctx.coverage(),
@@ -382,6 +393,7 @@ def finalize(ctx: RunContext) -> list[str]:
         "stac": stac_result,
         "change_store": store_result,
         "byoc": byoc_result,
+        "imagery": imagery_result,
         "skipped": {
             step: result["reason"]
             for step, result in (("change_store", store_result), ("byoc", byoc_result))

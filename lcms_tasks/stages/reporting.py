@@ -14,6 +14,10 @@ what it claims, e.g. a truncated array) is listed there too, and under
 ``corrupt_inputs`` with the file and the problem; the report fails only when no
 tile has a readable map.
 
+Validated changes (the change store's decided changes that add_reference used, see
+:mod:`lcms_tasks.reference.validated`) are reported once each under
+``total.reference.validated``, with the decisions they came from.
+
 Options are reported as configured (``options``), never summed over tiles;
 totals over tiles are only of the quantities declared additive
 (:data:`lcms_tasks.report.stats.ADDITIVE_FIGURES`). Classes the training stage
@@ -109,6 +113,8 @@ class _Acc:
     map_sources: Counter[str] = field(default_factory=Counter)
     quality_metas: list[dict[str, Any]] = field(default_factory=list)
     ref_metas: list[dict[str, Any]] = field(default_factory=list)
+    # (tile id, the ``validated`` block of its add_reference marker): the operators' decisions it used.
+    validated: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     sampling_metas: list[dict[str, Any]] = field(default_factory=list)
     # (tile id, marker figures) of the stages whose markers echo options, to compare with the config.
     option_echoes: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=dict)
@@ -430,6 +436,11 @@ def _tile(
         rmeta = ctx.storage.read_marker(ruri)
         acc.note_run("add_reference", rmeta)
         rfig = _figures(rmeta)
+        block = rfig.get("validated")
+        if isinstance(block, Mapping):
+            acc.validated.append((tile.id, dict(block)))
+            # The tile's record keeps the counts; the per-polygon lineage goes to the run's totals.
+            rfig["validated"] = {k: block[k] for k in _VALIDATED_TILE_KEYS if k in block}
         reference["add_reference"] = rfig
         reference["labelled_pixels"] = _labelled_pixels(rfig)
         # add_reference runs on every tile; a tile *has* reference only where it labelled pixels.
@@ -578,6 +589,60 @@ def _reference_totals(acc: _Acc) -> dict[str, Any]:
         "sampling_totals": sampling_totals,
         "add_reference_totals": stats.sum_figures(acc.ref_metas, stats.ADDITIVE_FIGURES["add_reference"]),
         "summed_figures": {k: list(stats.ADDITIVE_FIGURES[k]) for k in ("add_reference", "sampling")},
+        "validated": _validated_totals(acc),
+    }
+
+
+#: Keys of an add_reference marker's ``validated`` block kept in the tile's record (the lineage is in the totals).
+_VALIDATED_TILE_KEYS = (
+    "polygons_used",
+    "polygons_rasterised",
+    "by_status",
+    "carried_forward",
+    "decision_ids",
+    "skipped",
+)
+
+
+def _validated_totals(acc: _Acc) -> dict[str, Any] | None:
+    """The change store's decided changes the run's add_reference used: each change and decision once.
+
+    A change crossing tiles is used by each of them; it counts once here (the per-tile figures under
+    ``sources`` count it once per tile). None when no tile's marker has a ``validated`` block (no
+    change_store source, or markers older than it).
+    """
+    if not acc.validated:
+        return None
+    used: dict[str, dict[str, Any]] = {}
+    skipped: Counter[str] = Counter()
+    for tile_id, block in acc.validated:
+        if block.get("skipped"):
+            skipped[str(block["skipped"])] += 1
+        for poly in block.get("polygons") or []:
+            if not isinstance(poly, Mapping) or "change_id" not in poly:
+                continue
+            entry = used.setdefault(
+                str(poly["change_id"]),
+                {k: poly.get(k) for k in ("change_id", "decision_id", "status", "class", "season_after")}
+                | {"decided_by": poly.get("decided_by"), "decided_at": poly.get("decided_at")}
+                | {"carried_forward": bool(poly.get("carried_forward")), "trimmed": False, "rasterised": False},
+            )
+            entry["trimmed"] = entry["trimmed"] or bool(poly.get("trimmed"))
+            entry["rasterised"] = entry["rasterised"] or bool(poly.get("rasterised"))
+            entry.setdefault("tiles", []).append(tile_id)
+    polygons = sorted(used.values(), key=lambda e: (e["decision_id"] is None, e["decision_id"] or 0, e["change_id"]))
+    by_status = Counter(str(e["status"]) for e in polygons)
+    return {
+        "n_tiles_read": len(acc.validated) - sum(skipped.values()),
+        "n_tiles_skipped": sum(skipped.values()),
+        "skipped_reasons": dict(skipped),
+        "polygons_used": len(polygons),
+        "polygons_rasterised": sum(1 for e in polygons if e["rasterised"]),
+        "by_status": {s: by_status.get(s, 0) for s in ("confirmed", "corrected", "rejected")},
+        "carried_forward": sum(1 for e in polygons if e["carried_forward"]),
+        "decision_ids": sorted({int(e["decision_id"]) for e in polygons if e["decision_id"] is not None}),
+        "without_decision": sorted(e["change_id"] for e in polygons if e["decision_id"] is None),
+        "polygons": polygons,
     }
 
 

@@ -19,11 +19,12 @@ as libpq URIs (``postgresql://...``) or SQLAlchemy URLs (``postgresql+psycopg2:/
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +43,7 @@ SCHEMA = "lcms"
 ENV_URL = "LCMS_DATABASE_URL"
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 #: The newest migration's revision: the schema this code reads and writes (a test checks it is the head).
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 DEFAULT_CONNECT_TIMEOUT_S = 10
 
 #: A provider maps an Airflow connection id (``database.airflow_conn_id``) to a URL, or None.
@@ -165,6 +166,31 @@ def require_database_url(cfg: ProjectConfig | None = None) -> str:
             permanent=True,
         )
     return url
+
+
+@contextlib.contextmanager
+def project_database(cfg: ProjectConfig | None = None, *, say: Any = None) -> Iterator[str]:
+    """The store's URL for one command; with nothing configured, the embedded cluster for its duration.
+
+    :func:`database_url` when it finds one; otherwise the project-local embedded cluster is started
+    (created and migrated on first use) and stopped again afterwards, so that commands such as
+    ``lcms users add`` work after ``make demo`` (which stops it) without a ``lcms db start`` first.
+    ``say``: called with one line when the cluster is started here.
+    """
+    url = database_url(cfg)
+    if url is not None:
+        yield url
+        return
+    from lcms_tasks.store.embedded import EmbeddedPostgres
+
+    embedded = EmbeddedPostgres()
+    if say is not None:
+        say(f"starting the project-local change store for this command ({embedded.data_dir})")
+    url = embedded.start()
+    try:
+        yield url
+    finally:
+        embedded.stop()
 
 
 # ------------------------------------------------------------------------------------------ connect

@@ -5,8 +5,11 @@ project's metadata database (SQLite under ``AIRFLOW_HOME``), triggers
 ``lcms_download`` once per season of the demo config and lets the assets chain
 every stage through reporting. It prints progress, then a summary, and as its
 last line the path of a JSON summary with ``overall_accuracy``,
-``change_precision``, ``change_recall``, ``stage_seconds`` and ``report_html``.
-Afterwards ``make airflow`` shows the runs in the Airflow UI.
+``change_precision``, ``change_recall``, ``stage_seconds``, ``report_html`` and
+``application`` (URL, user, password file); the line before it is the URL of
+the operator application on the demo's results (``make serve`` starts it) and
+how to log in: the ``demo`` user (admin) whose generated password is in the
+state folder's ``app_passwords.json``. ``make airflow`` shows the runs.
 """
 
 from __future__ import annotations
@@ -87,6 +90,23 @@ def _store_summary(url: str, project: str) -> dict[str, Any]:
     return {"project": project, "database": describe(url), "changes": sum(by_status.values()), "by_status": by_status}
 
 
+#: The operator application's demo user and where its generated password is kept (never printed).
+DEMO_USER, DEMO_ROLE = "demo", "admin"
+APP_URL = "http://127.0.0.1:8000/"
+
+
+def _demo_user(url: str) -> dict[str, Any]:
+    """The application's ``demo`` user (admin), its password generated into ``<state dir>/app_passwords.json``."""
+    from lcms_tasks.store import EmbeddedPostgres
+    from lcms_tasks.users import ensure_generated_user
+
+    secrets_file = EmbeddedPostgres().state_dir / "app_passwords.json"
+    user, changed = ensure_generated_user(url, DEMO_USER, DEMO_ROLE, secrets_file)
+    if changed:
+        _say(f"operator application: user {user.name!r} ({user.role}), password generated into {secrets_file}")
+    return {"user": user.name, "role": user.role, "password_file": str(secrets_file)}
+
+
 def _published_summary(ctx: Any) -> dict[str, Any]:
     """What the publish stage wrote for the last season: tile folders, mosaic folder, STAC catalog."""
     from lcms_tasks.publish.stac import catalog_uri
@@ -132,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             for stage, secs in run_season(af, str(Path(args.config).resolve()), season, args.timeout).items():
                 stage_seconds[stage] += secs
         store = _store_summary(database, cfg.project)
+        app_user = _demo_user(database)
     finally:
         af.stop()
         if embedded is not None:
@@ -162,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         "airflow_home": str(home),
         "published": _published_summary(last),
         "change_store": store,
+        "application": {"url": APP_URL, "start": "make serve", **app_user},
     }
     out = last.storage.local_path(last.storage.uri(cfg.project, "demo_summary.json"))
     out.write_text(json.dumps(summary, indent=2))
@@ -178,8 +200,11 @@ def main(argv: list[str] | None = None) -> int:
         f"STAC catalog {published['stac_catalog']}"
     )
     print(f"change store: {store['changes']} change polygon(s) of {store['project']} in {store['database']}")
-    print("look at the runs: make airflow  (then http://127.0.0.1:8080)")
-    print("serve the maps and changes: make serve  (then http://127.0.0.1:8000/ogc/)")
+    print("look at the runs: make airflow  (then http://127.0.0.1:8080; the application also at /lcms/)")
+    print(
+        f"operator application (map viewer, Validation Tool) on these results: make serve, then {APP_URL}  "
+        f"log in as {app_user['user']!r}, password in {app_user['password_file']}"
+    )
     print(out)
     return 0
 

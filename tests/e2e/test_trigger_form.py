@@ -31,22 +31,11 @@ import yaml
 
 from lcms_airflow.local_stack import LocalAirflow
 from lcms_tasks.stages import STAGES
+from tests.chain_helpers import CHROMIUM, CHROMIUM_FLAGS
 from tests.conftest import base_config, write_aoi
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Without the background-networking flags Chromium keeps dialling out, which this closed network refuses.
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 DAG_IDS = [f"lcms_{s.name}" for s in STAGES]
 STARTED = {"queued", "running", "success"}
 

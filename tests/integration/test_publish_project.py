@@ -19,15 +19,10 @@ import yaml
 from lcms_tasks.changes import read_changes
 from lcms_tasks.config import load_config
 from lcms_tasks.context import RunContext
-from lcms_tasks.preflight import check_run
 from lcms_tasks.publish import BAND_NAMES
 from lcms_tasks.publish.cog import TILE_SIZE, check_byoc
-from lcms_tasks.runner import finalize_stage, run_stage, run_tiles
-from lcms_tasks.stages import stage_info
+from tests.chain_helpers import publish_season, run_two_seasons
 from tests.unit.test_publish_fixtures import validate_stac_folder
-
-FIRST = ("download", "features", "add_reference", "sampling", "merge_features", "training")
-MAPS = ("prediction", "postprocessing", "change_detection")
 
 
 @pytest.fixture(scope="module")
@@ -46,26 +41,9 @@ def processed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     }
     path = folder / "project.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    config = load_config(path)
-    for season, stages in (("2023", FIRST + MAPS), ("2024", ("download", "features", *MAPS))):
-        ctx = RunContext.create(config, season=season, run_id=f"chain-{season}", config_path=str(path))
-        for stage in stages:
-            if stage_info(stage).mapped:
-                run_tiles(stage, ctx.tiles(), ctx)
-            else:
-                run_stage(stage, ctx)
+    run_two_seasons(path)
     for season in ("2023", "2024"):
-        ctx = RunContext.create(
-            config,
-            season=season,
-            run_id=f"publish-{season}",
-            upstream_run_id=f"reporting-{season}",
-            config_path=str(path),
-        )
-        check_run("publish", ctx)
-        result = run_tiles("publish", ctx.tiles(), ctx)
-        assert sorted(result.written) == sorted(t.id for t in ctx.tiles()) and not result.failed
-        assert len(finalize_stage("publish", ctx)) == 3
+        assert len(publish_season(path, season)) == 3
     return path
 
 

@@ -22,6 +22,7 @@ from lcms_tasks.errors import UpstreamMissingError
 from lcms_tasks.grid import Tile
 from lcms_tasks.store import load as store_load
 from lcms_tasks.store import load_season
+from tests.store_fixtures import query_rows as query
 
 FOREST, CROPLAND, BUILT = 2, 4, 5  # ids in the demo legend are irrelevant here: names travel with the rows
 
@@ -74,16 +75,6 @@ def write_season(ctx: RunContext, per_tile: dict[int, list[tuple[Any, int, int, 
 def square(tile: Tile, dx: float, dy: float, w: float = 100.0, h: float | None = None) -> Polygon:
     x0, y0, _, _ = tile.bounds
     return box(x0 + dx, y0 + dy, x0 + dx + w, y0 + dy + (h if h is not None else w))
-
-
-def query(url: str, sql: str, *args: object) -> list[tuple[Any, ...]]:
-    conn = psycopg2.connect(url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, args)
-            return list(cur.fetchall())
-    finally:
-        conn.close()
 
 
 def execute(url: str, sql: str, *args: object) -> None:

@@ -13,6 +13,7 @@ from lcms_tasks.errors import ChangeStoreError
 from lcms_tasks.store import current_revision, upgrade
 from lcms_tasks.store.db import SCHEMA_REVISION
 from tests.store_fixtures import admin_connection, database_url, free_port, fresh_database
+from tests.store_fixtures import query_rows as rows
 
 
 @pytest.fixture(scope="module")
@@ -22,22 +23,12 @@ def empty_db() -> Iterator[str]:
         yield url
 
 
-def rows(url: str, sql: str, *args: object) -> list[tuple[object, ...]]:
-    conn = psycopg2.connect(url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql, args)
-            return list(cur.fetchall())
-    finally:
-        conn.close()
-
-
 def test_upgrade_from_empty_creates_the_schema_and_is_idempotent(empty_db: str) -> None:
     assert current_revision(empty_db) is None
     assert upgrade(empty_db) == SCHEMA_REVISION
     assert rows(empty_db, "SELECT extname FROM pg_extension WHERE extname = 'postgis'") == [("postgis",)]
     tables = {r[0] for r in rows(empty_db, "SELECT tablename FROM pg_tables WHERE schemaname = 'lcms'")}
-    assert tables == {"alembic_version", "changes", "decisions", "detection_links", "loads"}
+    assert tables == {"alembic_version", "changes", "decisions", "detection_links", "loads", "users", "sessions"}
     columns = dict(
         rows(
             empty_db,

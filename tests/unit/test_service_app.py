@@ -27,7 +27,9 @@ def test_url_layout() -> None:
     assert {"/", "/healthz", "/ogc/", "/ogc/conformance", "/ogc/collections"} <= paths
     assert "/ogc/collections/{collectionId}/items" in paths
     assert "/ogc/collections/{collectionId}/tiles/{tileMatrixSetId}/{z}/{x}/{y}" in paths
-    assert not [p for p in paths if not (p in ("/", "/healthz") or p.startswith("/ogc/"))]
+    # The operator application's own API lives under /api/ (auth, maps, validation); nothing else.
+    assert {"/api/auth/login", "/api/projects", "/api/changes", "/api/changes/{change_id}/decisions"} <= paths
+    assert not [p for p in paths if not (p in ("/", "/healthz") or p.startswith(("/ogc/", "/api/", "/static/")))]
 
 
 def test_openapi_document_is_valid_openapi_30() -> None:

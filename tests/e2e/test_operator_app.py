@@ -1,0 +1,364 @@
+"""The operator application in a real browser, against the real service, on a project the real stages published.
+
+A 2 x 2-tile project (64 px tiles) runs from download to change_detection for 2023 and 2024 and is
+published; publishing loads 2024's changes into a fresh change store database (``store_db``). Users are
+made with ``lcms users add`` (password on standard input) and the service runs under uvicorn in a child
+process (:class:`~lcms_service.testing.ServiceProcess`). Headless Chromium (Debian's, driven by
+Playwright) then does what an operator does:
+
+* logs in; the Viewer shows 2024's map; switching to 2023 asks for 2023's tiles; the swipe against 2024
+  is dragged to a quarter of the width; a click on the map shows both seasons' class and confidence as
+  ``/api/pixel`` answered, and the NDVI plot;
+* in the Validation Tool, works down the queue (priority order): confirms the first change with ``c``,
+  rejects the second with ``r`` and a comment, corrects the third (``e``: another class after, one
+  vertex dragged outwards, ``Ctrl+Enter``); a second operator then decides the fourth through the API, so
+  the first operator's ``c`` on it gets the 409, which the page shows with the current state and a
+  reload; a viewer can read but not decide.
+
+The store and the audit table (``lcms.decisions``) must then hold exactly those decisions, every request
+of the page must have gone to the service itself (no CDN), and the page must have thrown no error.
+Screenshots of each step are saved under the test's temporary folder (printed at the end).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from http.cookiejar import CookieJar
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+import yaml
+
+from lcms_service.testing import ServiceProcess
+from tests.chain_helpers import CHROMIUM, CHROMIUM_FLAGS, publish_season, run_two_seasons
+from tests.store_fixtures import store_db  # noqa: F401  (pytest fixture)
+
+pytestmark = pytest.mark.slow
+
+OPERATOR, SECOND, READER = "alice", "bob", "carol"
+PASSWORDS = {OPERATOR: "alice-validates-2024", SECOND: "bob-validates-2024", READER: "carol-only-reads-2024"}
+ROLES = {OPERATOR: "validator", SECOND: "validator", READER: "viewer"}
+REJECT_COMMENT = "bare soil after harvest, not a change"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, store_db: str) -> Path:  # noqa: F811
+    """The published 2-season project; its config names the change store, which publishing filled."""
+    from tests.conftest import base_config, write_aoi
+
+    folder = tmp_path_factory.mktemp("operator-project")
+    write_aoi(folder / "aoi.geojson")
+    cfg = base_config("aoi.geojson", "data")
+    cfg["stages"] = {
+        "add_reference": {"sources": [{"type": "synthetic_truth", "tile_fraction": 1.0}]},
+        "training": {"drop_rare_classes": True, "min_samples_per_class": 5},
+        "prediction": {"model_season": "2023"},  # one model maps both seasons
+    }
+    cfg["database"] = {"url": store_db}
+    path = folder / "project.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    run_two_seasons(path)
+    for season in ("2023", "2024"):
+        publish_season(path, season)  # 2024's finalize loads its changes into the store
+    assert len(store_rows(store_db, "SELECT id FROM lcms.changes")) >= 5, "too few changes to validate"
+    return path
+
+
+def store_rows(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    conn = psycopg2.connect(url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(sql, args)
+            return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def service(project: Path, store_db: str) -> Iterator[ServiceProcess]:  # noqa: F811
+    lcms = Path(sys.executable).with_name("lcms")
+    for name, role in ROLES.items():  # as the README says: `lcms users add NAME --role ROLE --config CONFIG`
+        proc = subprocess.run(
+            [str(lcms), "users", "add", name, "--role", role, "--config", str(project)],
+            input=PASSWORDS[name] + "\n",
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+    env = {"LCMS_CONFIG": str(project), "LCMS_SERVICE_EMBEDDED_DATABASE": "false"}
+    with ServiceProcess(store_db, env=env) as svc:
+        yield svc
+
+
+class ApiClient:
+    """A second operator talking to the API directly (own cookie jar and CSRF token)."""
+
+    def __init__(self, base: str, name: str) -> None:
+        self.base = base
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+        self.csrf = self.call("POST", "/api/auth/login", {"name": name, "password": PASSWORDS[name]})["csrf_token"]
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        headers = {"Content-Type": "application/json"}
+        if method != "GET" and getattr(self, "csrf", None):
+            headers["X-CSRF-Token"] = self.csrf
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base + path, data=data, headers=headers, method=method)
+        with self.opener.open(req, timeout=30) as resp:
+            return json.loads(resp.read() or b"null")
+
+
+def test_operator_app_in_the_browser(service: ServiceProcess, store_db: str, tmp_path: Path) -> None:  # noqa: F811
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent (Debian's chromium package; `make setup` installs it as root)")
+    from playwright.sync_api import Page, expect, sync_playwright
+
+    # test artefacts, kept after the run (CI can upload them): $LCMS_TEST_ARTIFACTS, default <repo>/test-artifacts
+    artefacts = Path(os.environ.get("LCMS_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
+    shots = artefacts / "operator-app"
+    shutil.rmtree(shots, ignore_errors=True)
+    shots.mkdir(parents=True)
+    saved: list[Path] = []
+    requests: list[str] = []
+    page_errors: list[str] = []
+    console_errors: list[str] = []
+
+    def shot(page: Page, name: str) -> None:
+        path = shots / f"{len(saved) + 1:02d}-{name}.png"
+        page.screenshot(path=str(path))
+        saved.append(path)
+
+    queue = [
+        str(r[0])
+        for r in store_rows(
+            store_db, "SELECT id FROM lcms.changes WHERE status = 'detected' ORDER BY area_m2 * (1 - confidence) DESC"
+        )
+    ]
+    config = yaml.safe_load(Path(service.extra_env["LCMS_CONFIG"]).read_text())
+    legend = {int(c["id"]): c["name"] for c in config["legends"]["land_cover"] if int(c["id"]) != 0}
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        page.set_default_timeout(30_000)
+        page.on("request", lambda r: requests.append(r.url))
+        page.on("pageerror", lambda e: page_errors.append(str(e)))
+        page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+        try:
+            # ---- log in
+            page.goto(f"{service.url}/")
+            expect(page.locator("#view-login")).to_be_visible()
+            shot(page, "login")
+            page.get_by_label("User name").fill(OPERATOR)
+            page.get_by_label("Password").fill(PASSWORDS[OPERATOR])
+            with page.expect_response(lambda r: "/api/maps/2024/CLASS/tiles/" in r.url and r.status == 200):
+                page.get_by_role("button", name="Log in").click()
+            expect(page.locator("#user-name")).to_have_text(OPERATOR)
+            expect(page.locator("#user-role")).to_have_text("validator")
+            expect(page.locator("#view-viewer")).to_be_visible()
+            expect(page.locator("#legend-list li")).to_have_count(len(legend))
+            page.wait_for_timeout(1500)  # let the tiles draw
+            shot(page, "viewer-2024")
+
+            # ---- switch season
+            with page.expect_response(lambda r: "/api/maps/2023/CLASS/tiles/" in r.url and r.status == 200):
+                page.locator("#v-season").select_option("2023")
+            expect(page.locator("#label-a")).to_contain_text("2023")
+
+            # ---- swipe: 2023 (left) against 2024 (right), dragged to a quarter of the width
+            page.get_by_label("Compare with").select_option("map")
+            page.locator("#v-compare-season").select_option("2024")
+            page.get_by_label("Mode").select_option("swipe")
+            swiper = page.locator(".maplibregl-compare .compare-swiper-vertical")
+            expect(swiper).to_be_visible()
+            expect(page.locator("#label-b")).to_contain_text("2024")
+            maps_box = page.locator("#viewer-maps").bounding_box()
+            handle = swiper.bounding_box()
+            assert maps_box and handle
+            start_x, y = handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2
+            assert abs(start_x - (maps_box["x"] + maps_box["width"] / 2)) < 5, "the swipe does not start in the middle"
+            target_x = maps_box["x"] + maps_box["width"] / 4
+            page.mouse.move(start_x, y)
+            page.mouse.down()
+            page.mouse.move(target_x, y, steps=10)
+            page.mouse.up()
+            clip = page.locator("#map-a").evaluate("el => el.style.clip")
+            assert (
+                clip.startswith("rect(0px, ")
+                and abs(float(clip.split(",")[1].strip()[:-2]) - maps_box["width"] / 4) < 3
+            )
+            expect(page.locator("#v-swipe")).to_have_value("25")
+            page.wait_for_timeout(1000)
+            shot(page, "viewer-swipe")
+
+            # ---- click a pixel (on the 2024 side, away from the swipe handle)
+            with page.expect_response(lambda r: "/api/pixel?" in r.url) as pixel_answer:
+                page.mouse.click(maps_box["x"] + maps_box["width"] * 0.6, maps_box["y"] + maps_box["height"] * 0.45)
+            assert pixel_answer.value.status == 200, pixel_answer.value.text()
+            pixel = pixel_answer.value.json()
+            assert set(pixel["seasons"]) == {"2023", "2024"}
+            for season, value in pixel["seasons"].items():
+                row = page.locator(f"#pixel-body tr[data-season='{season}']")
+                expect(row.locator(".pixel-class")).to_have_text(value["class_name"])
+                percent = math.floor(value["confidence"] * 100 + 0.5)  # as the page's Math.round
+                expect(row.locator(".pixel-confidence")).to_have_text(f"{percent} %")
+            expect(page.locator("#ndvi-plot polyline")).to_have_count(
+                sum(1 for s in pixel["ndvi"].values() if any(p["ndvi"] is not None for p in s))
+            )
+            shot(page, "viewer-pixel")
+
+            # ---- Validation Tool: the queue, first change selected
+            page.get_by_role("link", name="Validation Tool").click()
+            expect(page.locator("#queue-list .queue-item")).to_have_count(len(queue))
+            assert page.locator("#queue-list .queue-item").evaluate_all("els => els.map(e => e.dataset.id)") == queue
+            expect(page.locator("body")).to_have_attribute("data-change-id", queue[0])
+            expect(page.locator("#queue-counts")).to_have_attribute("data-left", str(len(queue)))
+            page.wait_for_timeout(1500)
+            shot(page, "validate-first")
+
+            def decide_with(key: str, change_id: str, next_id: str, status: int = 200) -> None:
+                with page.expect_response(
+                    lambda r: r.request.method == "POST" and r.url.endswith(f"/api/changes/{change_id}/decisions")
+                ) as answer:
+                    page.keyboard.press(key)
+                assert answer.value.status == status, answer.value.text()
+                expect(page.locator("body")).to_have_attribute("data-change-id", next_id)
+
+            # confirm with the keyboard
+            decide_with("c", queue[0], queue[1])
+            # reject, with a comment (Esc leaves the text field so the shortcut applies)
+            page.get_by_label("Comment (optional)").fill(REJECT_COMMENT)
+            page.keyboard.press("Escape")
+            decide_with("r", queue[1], queue[2])
+
+            # correct: another class after, one vertex (the rightmost, on the after imagery) dragged outwards
+            page.keyboard.press("e")
+            expect(page.locator("#correct-fields")).to_be_visible()
+            current_to = int(page.locator("#d-to").input_value())
+            current_from = int(page.locator("#d-from").input_value())
+            new_to = next(c for c in sorted(legend) if c not in (current_to, current_from))
+            page.get_by_label("True class after").select_option(str(new_to))
+            handles = page.locator("#vmap-img-after .vertex-handle")
+            assert handles.count() >= 3
+            boxes = handles.evaluate_all(
+                "els => els.map(e => e.getBoundingClientRect()).map(b => [b.x + b.width / 2, b.y + b.height / 2])"
+            )
+            hx, hy = max(boxes, key=lambda b: b[0])
+            page.mouse.move(hx, hy)
+            page.mouse.down()
+            page.mouse.move(hx + 25, hy, steps=8)
+            page.mouse.up()
+            expect(page.locator("#geometry-state")).to_have_text("1 vertex moved.")
+            page.wait_for_timeout(500)
+            shot(page, "validate-correct")
+            decide_with("Control+Enter", queue[2], queue[3])
+            expect(page.locator("#queue-counts")).to_have_attribute("data-done", "3")
+            expect(page.locator("#queue-counts")).to_have_attribute("data-left", str(len(queue) - 3))
+
+            # two operators on the same change: bob decides it first, alice's decision is refused (409)
+            bob = ApiClient(service.url, SECOND)
+            bob.call("POST", f"/api/changes/{queue[3]}/decisions", {"action": "confirm", "version": 1})
+            with page.expect_response(lambda r: r.request.method == "POST" and "/decisions" in r.url) as answer:
+                page.keyboard.press("c")
+            assert answer.value.status == 409, answer.value.text()
+            conflict = page.locator("#conflict")
+            expect(conflict).to_be_visible()
+            expect(conflict).to_contain_text("confirmed")
+            expect(conflict).to_contain_text(SECOND)
+            expect(page.locator("#d-confirm")).to_be_disabled()
+            shot(page, "validate-conflict")
+            page.get_by_role("button", name="Reload this change").click()
+            expect(conflict).to_be_hidden()
+            expect(page.locator("#change-status")).to_have_text("confirmed")
+            expect(page.locator("#change-version")).to_have_text("2")
+
+            # statistics: four decisions, by two operators
+            page.locator("#stats summary").click()
+            stats = page.locator("#stats-body")
+            expect(stats).to_contain_text(f"4 of {len(queue)} changes decided.")
+            expect(stats.locator("table").first.locator("tbody tr")).to_have_count(2)
+            expect(stats).to_contain_text(OPERATOR)
+            expect(stats).to_contain_text(SECOND)
+
+            # ---- log out; a viewer reads the queue but cannot decide
+            page.get_by_role("button", name="Log out").click()
+            expect(page.locator("#view-login")).to_be_visible()
+            page.get_by_label("User name").fill(READER)
+            page.get_by_label("Password").fill(PASSWORDS[READER])
+            page.get_by_role("button", name="Log in").click()
+            expect(page.locator("#user-role")).to_have_text("viewer")
+            page.get_by_role("link", name="Validation Tool").click()
+            expect(page.locator("body")).to_have_attribute("data-change-id", queue[4])
+            expect(page.locator("#d-confirm")).to_be_disabled()
+            expect(page.locator("#role-note")).to_be_visible()
+            posts_before = sum("/decisions" in u for u in requests)
+            page.keyboard.press("c")
+            page.wait_for_timeout(300)
+            assert sum("/decisions" in u for u in requests) == posts_before, "a viewer's key press sent a decision"
+            shot(page, "validate-viewer")
+        except Exception as err:
+            shot(page, "failure")
+            err.add_note(f"screenshots: {shots}")
+            raise
+        finally:
+            browser.close()
+
+    # ---- the store holds exactly those decisions
+    decisions = store_rows(
+        store_db, "SELECT change_id::text, decided_by, action, comment FROM lcms.decisions ORDER BY id"
+    )
+    assert decisions == [
+        (queue[0], OPERATOR, "confirm", None),
+        (queue[1], OPERATOR, "reject", REJECT_COMMENT),
+        (queue[2], OPERATOR, "correct", None),
+        (queue[3], SECOND, "confirm", None),
+    ]
+    changes = {
+        str(r[0]): r[1:]
+        for r in store_rows(
+            store_db,
+            "SELECT id, status, version, corrected_from_class, corrected_to_class, "
+            "ST_AsGeoJSON(geom), ST_AsGeoJSON(corrected_geom) FROM lcms.changes",
+        )
+    }
+    expected_status = {queue[0]: "confirmed", queue[1]: "rejected", queue[2]: "corrected", queue[3]: "confirmed"}
+    for change_id, (status, version, _cf, _ct, _g, _cg) in changes.items():
+        decided = change_id in expected_status
+        assert (status, version) == ((expected_status[change_id], 2) if decided else ("detected", 1)), change_id
+    _s, _v, corrected_from, corrected_to, geom, corrected = changes[queue[2]]
+    assert corrected_to == new_to and corrected_from in (None, current_from)
+    assert corrected is not None, "the moved vertex was not saved"
+    before = [tuple(p) for ring in polygon_rings(json.loads(geom)) for p in ring[:-1]]
+    after = [tuple(p) for ring in polygon_rings(json.loads(corrected)) for p in ring[:-1]]
+    assert len(before) == len(after)
+    moved = [(b, a) for b, a in zip(before, after, strict=True) if max(abs(b[0] - a[0]), abs(b[1] - a[1])) > 1e-7]
+    assert len(moved) == 1, f"expected one moved vertex, got {moved}"
+    ((old, new),) = moved
+    assert new[0] > old[0] and abs(new[1] - old[1]) < 2e-5, "the vertex did not move east"
+
+    # ---- everything the page asked for came from the service; no script error
+    foreign = sorted({u for u in requests if not u.startswith((service.url, "data:", "blob:"))})
+    assert foreign == [], f"requests outside the service: {foreign}"
+    assert page_errors == [], page_errors
+    # Expected: the 401 of /api/auth/me before each login, and the 409. Anything else (a CSP refusal, a
+    # tile that failed) is a bug.
+    expected = ("status of 401 (Unauthorized)", "status of 409 (Conflict)")
+    assert [m for m in console_errors if not m.endswith(expected)] == []
+    print("screenshots:", *saved, sep="\n  ")
+
+
+def polygon_rings(geometry: dict[str, Any]) -> list[list[list[float]]]:
+    """The rings of a GeoJSON Polygon or MultiPolygon, in order."""
+    if geometry["type"] == "Polygon":
+        return list(geometry["coordinates"])
+    return [ring for polygon in geometry["coordinates"] for ring in polygon]
