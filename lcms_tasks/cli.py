@@ -688,6 +688,8 @@ def _add_users_parser(sub: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from lcms_tasks.accuracy.cli import add_accuracy_parser
+
     parser = argparse.ArgumentParser(prog="lcms", description="LCMS - Land Cover Monitoring System")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (also with LCMS_DEBUG=1)")
@@ -726,6 +728,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reference_parser(sub)
     _add_db_parser(sub)
     _add_users_parser(sub)
+    add_accuracy_parser(sub)
     _add_serve_parser(sub)
     return parser
 

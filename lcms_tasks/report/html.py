@@ -176,6 +176,7 @@ th { background: #f2f2f2; } td.l, th.l { text-align: left; }
   margin-right: 0.4em; }
 .warn { color: #a04000; } img { max-width: 100%; border: 1px solid #eee; }
 .subset { border: 1px solid #a04000; background: #fff4e5; padding: 0.4em 0.8em; }
+.nw { white-space: nowrap; }
 """
 
 
@@ -522,14 +523,21 @@ def _metrics_section(report: Mapping[str, Any], images: Mapping[str, Any], names
     """Test metrics per learned class; classes dropped from training or never seen listed as such."""
     metrics = report.get("metrics")
     training = report.get("training") or {}
-    parts = ["<h2>Model test metrics</h2>"]
+    parts = [f"<h2>Model test metrics: {esc(TEST_SPLIT)}</h2>"]
     dropped = training.get("dropped_classes") or []
     absent = training.get("absent_classes") or []
     minimum = training.get("min_samples_per_class")
     if metrics:
+        labelled = bool((report.get("area_adjusted") or {}).get("available"))
+        meaning = (
+            "The map's accuracy is the area-adjusted one above."
+            if labelled
+            else "They describe the model on held-out reference pixels, not the map: there are no reference labels "
+            "of a probability sample for this season (see Area-adjusted accuracy)."
+        )
         parts.append(
-            f"<p>Overall accuracy {pct(metrics.get('overall_accuracy'))}, kappa {fmt(metrics.get('kappa'))} "
-            "(test samples of classes the model did not learn count as errors).</p>"
+            f"<p>Overall accuracy {pct(metrics.get('overall_accuracy'))}, kappa {fmt(metrics.get('kappa'))} on the "
+            f"{esc(TEST_SPLIT)}; test samples of classes the model did not learn count as errors. {meaning}</p>"
         )
         parts.append(_img(images.get("confusion"), "confusion matrix"))
         rows = [
@@ -659,6 +667,178 @@ def _validated_section(validated: Mapping[str, Any] | None, names: Mapping[int, 
     return parts
 
 
+TEST_SPLIT = "test split (not a probability sample)"
+
+
+def pct_ci(value: Any, half_width: Any) -> str:
+    """A proportion as a percentage with its 95 % confidence interval: '90.1 % ± 1.2'."""
+    if value is None:
+        return "–"
+    return pct(value) + ("" if half_width is None else f" ± {100 * float(half_width):.1f}")
+
+
+def _note_words(note: str) -> str:
+    """An estimator's note with the figure it is about in words ("users_accuracy['x']" -> "user's accuracy of 'x'")."""
+    import re
+
+    labels = {"users_accuracy": "user's accuracy", "producers_accuracy": "producer's accuracy"}
+    return re.sub(r"\b(users_accuracy|producers_accuracy)\[(.*?)\]", lambda m: f"{labels[m[1]]} of {m[2]}", note)
+
+
+def _area_adjusted_card(block: Mapping[str, Any] | None) -> list[str]:
+    if not block or not block.get("available"):
+        return [_card("area-adjusted overall accuracy", "no labels")]
+    return [
+        _card(
+            "area-adjusted overall accuracy (95 % CI)",
+            pct_ci(block.get("overall_accuracy"), block.get("overall_accuracy_ci95")),
+        )
+    ]
+
+
+def _area_adjusted_section(report: Mapping[str, Any]) -> list[str]:
+    """Area-adjusted accuracy and class areas with 95 % confidence intervals, or plainly why there are none."""
+    block = report.get("area_adjusted") or {}
+    parts = ["<h2>Area-adjusted accuracy</h2>"]
+    if not block.get("available"):
+        reason = block.get("reason") or "no reference labels from a probability sample for this season"
+        parts.append(
+            f'<p class="warn"><strong>No area-adjusted accuracy for this season:</strong> {esc(reason)}. Without '
+            "reference labels of a probability sample this report gives no defensible map accuracy and no "
+            "confidence intervals for the class areas; the model's test figures below are a "
+            f"{esc(TEST_SPLIT)}.</p>"
+        )
+        looked = block.get("looked_for") or []
+        where = f"<code>{esc(looked[0])}</code>" if looked else "the season's accuracy folder"
+        if block.get("problem"):
+            parts.append("<p>Fix the sample design or its labels named above, then run the reporting stage again.</p>")
+        else:
+            parts.append(
+                "<p>To get them: draw a sample with <code>lcms accuracy design</code> into "
+                f"{where}, label its points (the reference column of a copy of points.csv, saved there as "
+                "labels.csv) and run the reporting stage again; or point the reporting stage's accuracy design and "
+                "labels options to them.</p>"
+            )
+        return parts
+    design = block.get("design") or {}
+    n, labelled = block.get("n_points"), block.get("n_labelled")
+    strata = design.get("strata") or []
+    kinds = {s["kind"] for s in strata}
+    stratified_by = "the map classes" + (
+        ", the change transitions and a buffer around changes" if "change" in kinds else ""
+    )
+    parts.append(
+        f"<p>From a <strong>stratified random sample of {fmt(n)} points</strong> ({fmt(labelled)} labelled) over "
+        f"{fmt(block.get('total_area'), 3)} km² of mapped pixels inside the AOI, stratified by {esc(stratified_by)} "
+        f"({fmt(len(strata))} strata). Estimators of Stehman (2014), which weight each point by its inclusion "
+        "probability; 95 % confidence intervals are the estimate ± 1.96 standard errors.</p>"
+    )
+    if block.get("label_source") == "synthetic_truth":
+        points = design.get("points")
+        seed = (design.get("options") or {}).get("seed")
+        parts.append(
+            '<p class="warn"><strong>Labels come from the synthetic truth:</strong> each point is labelled with the '
+            "synthetic generator's true class at its pixel, a stand-in for the reference labels a labeller would give. "
+            f"The reporting stage drew the sample over this season's map (seed {fmt(seed)})"
+            + (f"; its points and labels are in <code>{esc(points)}</code>" if points else "")
+            + ".</p>"
+        )
+    else:
+        parts.append(
+            f"<p>Reference labels: <code>{esc(design.get('labels'))}</code>; sample design: "
+            f"<code>{esc(design.get('origin'))}</code>.</p>"
+        )
+    parts.append(
+        table(
+            ["figure", "value"],
+            [
+                [
+                    "overall accuracy (95 % CI)",
+                    pct_ci(block.get("overall_accuracy"), block.get("overall_accuracy_ci95")),
+                ],
+                ["standard error of overall accuracy", pct(block.get("overall_accuracy_se"))],
+                ["sample points (labelled)", f"{fmt(n)} ({fmt(labelled)})"],
+                [
+                    "anticipated standard error of the design",
+                    pct((design.get("allocation") or {}).get("anticipated_overall_accuracy_se")),
+                ],
+            ],
+        )
+    )
+    colours = {str(c["name"]): c.get("color") for c in report.get("legend") or []}
+
+    def area(key: str, name: str) -> Any:
+        return (block.get(key) or {}).get(name)
+
+    rows = []
+    for name in block.get("classes") or []:
+        estimate, ci = area("area", name), area("area_ci95", name)
+        rows.append(
+            [
+                f'<span class="nw">{_swatch(colours.get(name))}{esc(name)}</span>',
+                fmt(area("mapped_area", name), 4),
+                fmt(estimate, 4),
+                "–" if ci is None else f"± {fmt(ci, 4)}",
+                pct_ci(area("users_accuracy", name), area("users_accuracy_ci95", name)),
+                pct_ci(area("producers_accuracy", name), area("producers_accuracy_ci95", name)),
+                fmt(area("n_map", name)),
+                fmt(area("n_reference", name)),
+            ]
+        )
+    parts.append("<h3>Class areas and accuracies with 95 % confidence intervals</h3>")
+    parts.append(
+        table(
+            [
+                "class",
+                "mapped area (km²)",
+                "estimated area (km²)",
+                "95 % CI (km²)",
+                "user's accuracy",
+                "producer's accuracy",
+                "points mapped as",
+                "points labelled as",
+            ],
+            rows,
+        )
+    )
+    parts.append(
+        "<p>Mapped area: the map's pixels of the class inside the AOI (pixel counting). Estimated area: the area "
+        "the reference labels say the class covers, with its 95 % confidence interval; the estimated areas add up "
+        "to the mapped total.</p>"
+    )
+    parts.append("<h3>Sample design</h3>")
+    parts.append(
+        table(
+            ["stratum", "pixels", "area (km²)", "weight", "points", "labelled", "inclusion probability"],
+            [
+                [
+                    esc(s["name"]),
+                    fmt(s.get("pixels")),
+                    fmt(s.get("area_km2"), 4),
+                    fmt(s.get("weight"), 4),
+                    fmt(s.get("n")),
+                    fmt(s.get("n_labelled")),
+                    fmt(s.get("inclusion_probability"), 4),
+                ]
+                for s in strata
+            ],
+        )
+    )
+    allocation = design.get("allocation") or {}
+    options = design.get("options") or {}
+    if allocation:
+        parts.append(
+            f"<p>Sample size n = ceil((Σ W<sub>h</sub> S<sub>h</sub> / {fmt(options.get('target_se'))})²) = "
+            f"{fmt(allocation.get('n_cochran'))} with S<sub>h</sub> = √(U<sub>h</sub>(1 − U<sub>h</sub>)) from the "
+            f"anticipated user's accuracies; at least {fmt(options.get('min_per_stratum'))} points per stratum "
+            f"(all its pixels if fewer), the rest in proportion to area: {fmt(allocation.get('n_total'))} points.</p>"
+        )
+    notes = block.get("notes") or []
+    if notes:
+        parts.append("<ul>" + "".join(f"<li>{esc(_note_words(str(n)))}</li>" for n in notes) + "</ul>")
+    return parts
+
+
 def render(report: Mapping[str, Any], images: Mapping[str, Any]) -> str:
     """The report page. ``images``: 'confusion', 'class_areas' -> file name; 'mosaics' -> [(title, file name)]."""
     run = report["run"]
@@ -689,10 +869,11 @@ def render(report: Mapping[str, Any], images: Mapping[str, Any]) -> str:
         _card("mapped no-data share", pct(total["no_data_share"])),
         _card("change area (km²)", fmt(total["changes"]["area_km2"], 3)),
     ]
+    cards += _area_adjusted_card(report.get("area_adjusted"))
     if metrics:
         cards += [
-            _card("test overall accuracy", pct(metrics.get("overall_accuracy"))),
-            _card("test kappa", fmt(metrics.get("kappa"))),
+            _card(f"overall accuracy, {TEST_SPLIT}", pct(metrics.get("overall_accuracy"))),
+            _card("kappa, test split", fmt(metrics.get("kappa"))),
         ]
     if evaluation:
         cards += [
@@ -712,6 +893,7 @@ def render(report: Mapping[str, Any], images: Mapping[str, Any]) -> str:
     parts.append("<h2>Class areas (all tiles of this report)</h2>")
     parts.append(_img(images.get("class_areas"), "class areas"))
     parts.append(_class_table(total["class_areas"]))
+    parts += _area_adjusted_section(report)
 
     parts.append("<h2>Regions</h2>")
     parts.append(f"<p>{esc(report['aoi']['method'])}</p>")

@@ -18,6 +18,14 @@ Validated changes (the change store's decided changes that add_reference used, s
 :mod:`lcms_tasks.reference.validated`) are reported once each under
 ``total.reference.validated``, with the decisions they came from.
 
+Area-adjusted accuracy (``area_adjusted``, :mod:`lcms_tasks.report.accuracy`): overall, user's
+and producer's accuracy and the class areas with 95 % confidence intervals, from the reference
+labels of a probability sample: a labelled design of the season (``stages.reporting.accuracy``,
+or ``<project>/<season>/accuracy/``), else on the synthetic source a design the stage draws over
+the map as it reads the tiles, labelled from the generator's truth (written to the report's
+``accuracy/`` folder). Without labels the block says so, and the test-split figures are labelled as
+a test split, not a probability sample.
+
 Options are reported as configured (``options``), never summed over tiles;
 totals over tiles are only of the quantities declared additive
 (:data:`lcms_tasks.report.stats.ADDITIVE_FIGURES`). Classes the training stage
@@ -51,13 +59,16 @@ import numpy as np
 from pydantic import Field
 
 from lcms_tasks.errors import ArtefactMissingError, CorruptArtefactError, StageError
+from lcms_tasks.report.accuracy import AccuracyOptions
 from lcms_tasks.schema import StrictModel
 
 if TYPE_CHECKING:
     import geopandas as gpd
 
+    from lcms_tasks.accuracy.design import Design
     from lcms_tasks.context import RunContext
     from lcms_tasks.grid import Tile
+    from lcms_tasks.report.accuracy import FoundDesign, TruthSample
     from lcms_tasks.report.evaluate import ChangeOverlap
     from lcms_tasks.report.stats import ClassInfo
 
@@ -87,6 +98,11 @@ class Options(StrictModel):
     include_tiles_table: bool = Field(True, description="List every tile's figures in report.json and report.html.")
     evaluate_against_truth: bool = Field(
         True, description="When the download EOPatches carry synthetic truth layers, measure the maps against them."
+    )
+    accuracy: AccuracyOptions = Field(
+        default_factory=AccuracyOptions,
+        description="Area-adjusted accuracy and class areas with 95 % confidence intervals: where the reference "
+        "labels of a probability sample come from (a labelled design, or the synthetic truth).",
     )
 
 
@@ -126,6 +142,9 @@ class _Acc:
     overlap: ChangeOverlap | None = None
     thumbs: dict[str, np.ndarray] = field(default_factory=dict)
     outlines: dict[int, list[Any]] = field(default_factory=dict)
+    # The design the stage draws over the map when the synthetic truth labels it (None: labels from elsewhere).
+    truth_sample: TruthSample | None = None
+    accuracy_design: Design | None = None
 
     def note_missing(self, stage: str, tile_id: str) -> None:
         self.missing.setdefault(stage, []).append(tile_id)
@@ -504,10 +523,15 @@ def _tile(
         acc.note_missing("change_detection", tile.id)  # listed once even if also noted as corrupt
     record["changes"] = changes_info
 
-    # Truth.
-    if options.evaluate_against_truth:
+    # Truth: the evaluation of the whole map, and the labels of the drawn sample's points.
+    if options.evaluate_against_truth or acc.truth_sample is not None:
         truth = _load_truth(tile, ctx, acc)
-        if truth is not None:
+        if truth is not None and acc.truth_sample is not None:
+            frame_changes = changes[0] if changes is not None else None
+            acc.truth_sample.add_tile(tile, classes, zones > 0, frame_changes, truth[0])
+        elif acc.truth_sample is not None:
+            acc.truth_sample.tiles_without_truth.append(tile.id)
+        if truth is not None and options.evaluate_against_truth:
             acc.truth_tiles += 1
             truth_lc, truth_changes = truth
             used = reference["used_for_training"]
@@ -762,7 +786,7 @@ def _aoi_area_km2(region_frame: gpd.GeoDataFrame, tiles: Sequence[Tile]) -> list
 
 def build_report(ctx: RunContext) -> tuple[dict[str, Any], _Acc, gpd.GeoDataFrame, list[ClassInfo]]:
     """Read the inputs of the run's tiles (``ctx.tiles()``) and compute the report's figures (no writing)."""
-    from lcms_tasks.report import evaluate, stats
+    from lcms_tasks.report import accuracy, evaluate, stats
 
     cfg = ctx.config
     options: Options = cfg.stages.reporting
@@ -776,6 +800,9 @@ def build_report(ctx: RunContext) -> tuple[dict[str, Any], _Acc, gpd.GeoDataFram
     region_names, region_frame = _regions(cfg)
     n_zones = len(region_names) + 1
     acc = _Acc(zones=[_Zones() for _ in range(n_zones)])
+    found, looked_for = accuracy.find_design(ctx, options.accuracy)
+    if found is None and options.accuracy.synthetic_truth:
+        acc.truth_sample = accuracy.TruthSample.create(ctx, options.accuracy)
     pixel_area = cfg.grid.resolution_m**2
     grid_cells = max(1, max(_grid_span(tiles, e) for e in {t.epsg for t in tiles}) if tiles else 1)
     thumb_px = int(min(cfg.grid.tile_size_px, max(1, options.thumbnail_max_px // grid_cells)))
@@ -872,6 +899,8 @@ def build_report(ctx: RunContext) -> tuple[dict[str, Any], _Acc, gpd.GeoDataFram
             for cid, row in evaluation["per_class"].items():
                 row["name"] = {c.id: c.name for c in legend}.get(int(cid), f"class {cid}")
 
+    area_adjusted = _area_adjusted(ctx, acc, found, looked_for)
+
     configured = _configured_options(ctx)
     total_entry["reference"]["options_differing_in_markers"] = _option_differences(acc, configured)
     report: dict[str, Any] = {
@@ -912,10 +941,35 @@ def build_report(ctx: RunContext) -> tuple[dict[str, Any], _Acc, gpd.GeoDataFram
         "metrics": metrics,
         "training": training,
         "evaluation": evaluation,
+        "area_adjusted": area_adjusted,
         "missing_inputs": {k: sorted(set(v)) for k, v in sorted(acc.missing.items())},
         "corrupt_inputs": acc.corrupt,
     }
     return _jsonable(report), acc, region_frame, legend
+
+
+def _area_adjusted(ctx: RunContext, acc: _Acc, found: FoundDesign | None, looked_for: list[str]) -> dict[str, Any]:
+    """The ``area_adjusted`` block: a labelled design's estimates, the synthetic truth's, or why there are none."""
+    from lcms_tasks.report import accuracy as area
+
+    if found is not None:
+        return area.assess_found_design(ctx, found)
+    sample = acc.truth_sample
+    if sample is not None and sample.n_tiles:
+        read = ", ".join(f"{stage} ({n} tiles)" for stage, n in sorted(acc.map_sources.items()) if stage != "missing")
+        block, acc.accuracy_design = area.assess_truth_sample(ctx, sample, f"reporting: {read}")
+        return block
+    options: Options = ctx.config.stages.reporting
+    truth = (
+        "the synthetic truth is switched off in the reporting stage's accuracy options"
+        if not options.accuracy.synthetic_truth
+        else "the download EOPatches carry no synthetic truth"
+    )
+    return area.unavailable(
+        f"no reference labels from a probability sample for season {ctx.season}: no sample design at "
+        f"{looked_for[0]}, and {truth}",
+        looked_for=looked_for,
+    )
 
 
 def _grid_span(tiles: Sequence[Tile], epsg: int) -> int:
@@ -986,7 +1040,7 @@ def _plots(
 
 def run(ctx: RunContext) -> list[str]:
     """Compute the season's report and publish report.json, report.html and plots as one folder."""
-    from lcms_tasks.report import html
+    from lcms_tasks.report import accuracy, html
 
     report, acc, region_frame, legend = build_report(ctx)
     tiles = ctx.tiles()
@@ -1002,12 +1056,15 @@ def run(ctx: RunContext) -> list[str]:
             "change_area_km2": report["total"]["changes"]["area_km2"],
             "overall_accuracy": (report.get("metrics") or {}).get("overall_accuracy"),
             "truth_overall_accuracy": ev.get("overall_accuracy"),
+            "area_adjusted_overall_accuracy": (report.get("area_adjusted") or {}).get("overall_accuracy"),
             "missing_inputs": {k: len(v) for k, v in report["missing_inputs"].items()},
             "n_corrupt_inputs": len(report["corrupt_inputs"]),
         },
     )
     with ctx.storage.writing_dir(uri, marker) as staging:
         images = _plots(report, acc, region_frame, legend, tiles, staging)
+        if acc.accuracy_design is not None:
+            accuracy.write_drawn_design(staging, acc.accuracy_design)
         (staging / "report.json").write_text(
             json.dumps(report, indent=2, sort_keys=False, allow_nan=False), encoding="utf-8"
         )

@@ -4,7 +4,10 @@ Starts Airflow's API server, scheduler (LocalExecutor) and DAG processor on the
 project's metadata database (SQLite under ``AIRFLOW_HOME``), triggers
 ``lcms_download`` once per season of the demo config and lets the assets chain
 every stage through reporting. It prints progress, then a summary, and as its
-last line the path of a JSON summary with ``overall_accuracy``,
+last line the path of a JSON summary with ``overall_accuracy`` (the map against
+the synthetic truth on tiles not used for training), ``area_adjusted_overall_accuracy``
+with its 95 % confidence interval (``..._ci95``: the half-width, ``..._interval95``:
+[low, high]; from the report's stratified sample, labelled by the synthetic truth),
 ``change_precision``, ``change_recall``, ``stage_seconds``, ``report_html`` and
 ``application`` (URL, user, password file); the line before it is the URL of
 the operator application on the demo's results (``make serve`` starts it) and
@@ -119,6 +122,32 @@ def _published_summary(ctx: Any) -> dict[str, Any]:
     }
 
 
+def _area_adjusted_summary(block: dict[str, Any]) -> dict[str, Any]:
+    """The report's area-adjusted overall accuracy, its SE and 95 % CI (None when the report has no labels)."""
+    oa, se, ci = (block.get(k) for k in ("overall_accuracy", "overall_accuracy_se", "overall_accuracy_ci95"))
+    return {
+        "area_adjusted_overall_accuracy": oa,
+        "area_adjusted_overall_accuracy_se": se,
+        "area_adjusted_overall_accuracy_ci95": ci,
+        "area_adjusted_overall_accuracy_interval95": None if oa is None or ci is None else [oa - ci, oa + ci],
+        "area_adjusted_label_source": block.get("label_source"),
+        "area_adjusted_n_points": block.get("n_labelled"),
+    }
+
+
+def _area_adjusted_line(block: dict[str, Any]) -> str:
+    """The printed line beside the map accuracy against the truth."""
+    if not block.get("available") or block.get("overall_accuracy") is None:
+        return f"area-adjusted overall accuracy: none ({block.get('reason') or 'no reference labels'})"
+    labels = "the synthetic truth" if block.get("label_source") == "synthetic_truth" else "reference labels"
+    oa, ci = float(block["overall_accuracy"]), block.get("overall_accuracy_ci95")
+    shown = f"{oa:.4f}" + ("" if ci is None else f" ± {float(ci):.4f} (95 % CI)")
+    return (
+        f"area-adjusted overall accuracy (stratified sample of {block.get('n_labelled')} points labelled by "
+        f"{labels}): {shown}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(REPO / "configs" / "demo.yaml"))
@@ -162,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     report_dir = last.storage.local_path(last.run_uri("reporting", "report"))
     report = json.loads((report_dir / "report.json").read_text())
     evaluation = report.get("evaluation") or {}
+    area_adjusted = report.get("area_adjusted") or {}
     metrics = report.get("metrics") or {}
     total = report.get("total") or {}
     class_areas = {
@@ -174,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         "change_precision": evaluation.get("change_precision"),
         "change_recall": evaluation.get("change_recall"),
         "test_overall_accuracy": metrics.get("overall_accuracy"),
+        **_area_adjusted_summary(area_adjusted),
         "class_areas_km2": class_areas,
         "n_changes": (total.get("changes") or {}).get("n_polygons"),
         "stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
@@ -189,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(summary, indent=2))
     print("\n=== LCMS demo summary ===")
     print(f"map accuracy vs truth (tiles not used for training): {summary['overall_accuracy']}")
+    print(_area_adjusted_line(area_adjusted))
     print(f"change precision / recall (by area): {summary['change_precision']} / {summary['change_recall']}")
     print(f"number of changes: {summary['n_changes']}")
     print(f"class areas (km²): {summary['class_areas_km2']}")

@@ -609,7 +609,12 @@ def test_report_dropped_classes_are_not_scored(fixture: Fixture, report: tuple[d
     assert metrics["classes_not_learned"] == [7, 8]
     assert metrics["confusion_matrix"]["matrix"] == fixture.matrix  # their test samples stay, as errors
     page = (folder / "report.html").read_text()
-    metrics_html = page[page.index("<h2>Model test metrics</h2>") : page.index("<h2>Evaluation against")]
+    # The section says what its figures are: a test split, not a probability sample.
+    metrics_html = page[
+        page.index("<h2>Model test metrics: test split (not a probability sample)</h2>") : page.index(
+            "<h2>Evaluation against"
+        )
+    ]
     row = re.search(r"<tr><td[^>]*>shrubland</td>(.*?)</tr>", metrics_html)
     assert row is not None and "0.000" not in row.group(1)
     assert "dropped from training: 5 training samples, fewer than the minimum of 20" in row.group(1)
