@@ -20,7 +20,7 @@ export AIRFLOW__CORE__EXECUTOR ?= LocalExecutor
 export UV_PYTHON_DOWNLOADS := never
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: help setup system-deps install airflow-init lock lint typecheck test test-unit test-dags demo airflow serve clean bench bench-quick bench-services
+.PHONY: help setup system-deps install airflow-init lock lint typecheck test test-unit test-dags demo airflow serve clean bench bench-quick bench-services bench-parcels
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -33,8 +33,9 @@ $(SETUP_STAMP): uv.lock pyproject.toml Makefile
 	$(MAKE) --no-print-directory system-deps install airflow-init
 	touch $@
 
-system-deps: ## Debian packages: headless Chromium (browser tests), PostGIS for the installed PostgreSQL (change store)
-	@need=""; command -v chromium >/dev/null || need="chromium"; \
+system-deps: ## Debian packages: headless Chromium (browser tests, PDF report), poppler-utils (PDF page count), PostGIS for the installed PostgreSQL (change store)
+	@need=""; command -v chromium >/dev/null || need=" chromium"; \
+	command -v pdfinfo >/dev/null || need="$$need poppler-utils"; \
 	pg=$$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1); \
 	if [ -n "$$pg" ] && [ ! -f /usr/share/postgresql/$$pg/extension/postgis.control ]; then need="$$need postgresql-$$pg-postgis-3"; fi; \
 	if [ -z "$$pg" ]; then need="$$need postgresql postgresql-postgis"; fi; \
@@ -81,6 +82,9 @@ airflow: $(SETUP_STAMP) ## the Airflow UI on the local metadata database, http:/
 
 serve: $(SETUP_STAMP) ## the operator application and the OGC API on the last demo's results: http://127.0.0.1:8000/ (HOST=, PORT= to change)
 	$(VENV)/bin/lcms serve --config configs/demo.yaml --host $(or $(HOST),127.0.0.1) --port $(or $(PORT),8000)
+
+bench-parcels: $(SETUP_STAMP) ## parcel crop type on the real French parcels: raw-band baseline and each feature's effect (5-fold CV x 6)
+	$(PY) -m bench.parcels --out bench-results
 
 bench-services: $(SETUP_STAMP) ## change store + OGC API on 1,000,000 polygons: load rate, bbox query and vector tile latency, COG writing (DATABASE_URL= to use a server)
 	$(PY) -m bench.services --out bench-results $(if $(DATABASE_URL),--database-url $(DATABASE_URL))

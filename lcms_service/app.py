@@ -31,7 +31,7 @@ from lcms_service import __version__
 from lcms_service.database import DatabaseMiddleware, DatabaseUnavailableError, StoreState
 from lcms_service.errors import add_exception_handlers
 from lcms_service.openapi import use_openapi_30
-from lcms_service.routers import auth, health, maps, operator, validation
+from lcms_service.routers import assessment, auth, health, maps, operator, validation
 from lcms_service.routers.ogc import (
     DEPENDENCY_OVERRIDES,
     ERROR_RESPONSES,
@@ -102,6 +102,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.include_router(maps.router)
     app.include_router(auth.router)
     app.include_router(validation.router)
+    app.include_router(assessment.router)
     app.include_router(ogc_router(settings), prefix=OGC_PREFIX, responses=ERROR_RESPONSES)
     app.dependency_overrides.update(DEPENDENCY_OVERRIDES)
     use_openapi_30(app, document_output_formats)

@@ -689,6 +689,7 @@ def _add_users_parser(sub: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from lcms_tasks.accuracy.cli import add_accuracy_parser
+    from lcms_tasks.parcels.cli import add_parcels_parser
 
     parser = argparse.ArgumentParser(prog="lcms", description="LCMS - Land Cover Monitoring System")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -728,6 +729,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reference_parser(sub)
     _add_db_parser(sub)
     _add_users_parser(sub)
+    add_parcels_parser(sub)
     add_accuracy_parser(sub)
     _add_serve_parser(sub)
     return parser

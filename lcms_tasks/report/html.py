@@ -4,6 +4,11 @@ Plots use the Agg backend only (set inside each function, before pyplot is
 imported) so reporting runs on headless workers. Every string that comes from
 data (class, region, tile names, error texts) is HTML-escaped.
 
+The same page prints as a document (A4, see :data:`CSS`: page numbers and the project in
+the footer, each chapter on a new page, headings kept with what follows, short tables and
+figures never split, long tables split between rows with their header repeated);
+:mod:`lcms_tasks.report.pdf` prints it to PDF.
+
 The page is for operators: every label is words, never a report.json key
 (stages, figures and options have declared labels; an undeclared key falls back
 to its words), class ids are shown with their legend names, a tile subset is
@@ -100,6 +105,62 @@ def plot_class_areas(rows: Sequence[Mapping[str, Any]], path: Path, title: str) 
         plt.close(fig)
 
 
+def plot_accuracy_bars(
+    classes: Sequence[str],
+    users: Sequence[float | None],
+    producers: Sequence[float | None],
+    path: Path,
+    title: str,
+    users_ci: Sequence[float | None] | None = None,
+    producers_ci: Sequence[float | None] | None = None,
+) -> None:
+    """Horizontal bars of user's and producer's accuracy (%) per class, with 95 % CI whiskers when given.
+
+    Undefined figures (None) get no bar and are marked 'undefined'.
+    """
+    plt = _pyplot()
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.42 * n + 1.2)))
+    try:
+        y = np.arange(n)
+        height = 0.38
+        for offset, values, cis, label, colour in (
+            (-height / 2, users, users_ci, "user's accuracy", "#2e86c1"),
+            (height / 2, producers, producers_ci, "producer's accuracy", "#e67e22"),
+        ):
+            vals = np.array([np.nan if v is None else 100 * float(v) for v in values])
+            err = None
+            if cis is not None:
+                err = np.array([0.0 if c is None else 100 * float(c) for c in cis])
+                err = np.vstack([np.minimum(err, np.nan_to_num(vals)), np.minimum(err, 100 - np.nan_to_num(vals))])
+            ax.barh(
+                y + offset,
+                np.nan_to_num(vals),
+                height,
+                xerr=err,
+                color=colour,
+                edgecolor="black",
+                linewidth=0.4,
+                label=label,
+                error_kw={"elinewidth": 0.8, "capsize": 2},
+            )
+            for yi, v in zip(y + offset, vals, strict=True):
+                if np.isnan(v):
+                    ax.text(1, yi, "undefined", va="center", fontsize=7, color="#666")
+        ax.set_yticks(y, list(classes))
+        ax.invert_yaxis()
+        ax.set_xlim(0, 100)
+        ax.set_xlabel("accuracy (%)" + (", whiskers: 95 % confidence interval" if users_ci is not None else ""))
+        ax.set_title(title)
+        ax.grid(axis="x", color="#ddd", linewidth=0.5)
+        ax.set_axisbelow(True)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.4 / max(n, 1)), ncol=2, fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+
+
 def plot_mosaic(
     canvas: np.ndarray,
     covered: np.ndarray,
@@ -133,7 +194,7 @@ def plot_mosaic(
         ax.set_ylim(extent[2], extent[3])
         ax.set_title(title)
         ax.ticklabel_format(useOffset=False, style="plain")
-        ax.tick_params(labelsize=7)
+        ax.tick_params(labelsize=8)
         handles = [Patch(facecolor=NO_DATA_RGB, edgecolor="black", label="no data")]
         handles += [Patch(facecolor=_hex_rgb(c.color), edgecolor="black", label=c.name) for c in legend]
         if changes:
@@ -142,7 +203,7 @@ def plot_mosaic(
             handles.append(Patch(facecolor="none", edgecolor="red", linestyle="--", label="region"))
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=True)
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
+        fig.savefig(path, dpi=100, bbox_inches="tight")  # the legend sits outside the axes: keep it, trim the rest
     finally:
         plt.close(fig)
 
@@ -164,7 +225,7 @@ def _outline(ax: Any, geom: Any, **style: Any) -> None:
 # -- HTML -------------------------------------------------------------------------------------------
 
 CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1200px; }
+body { font-family: system-ui, "DejaVu Sans", sans-serif; margin: 2em; color: #222; max-width: 1200px; }
 h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 1.6em; }
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
@@ -173,11 +234,48 @@ th { background: #f2f2f2; } td.l, th.l { text-align: left; }
 .card { border: 1px solid #ccc; border-radius: 6px; padding: 0.6em 1em; min-width: 9em; }
 .card .v { font-size: 1.5em; font-weight: 600; } .card .k { color: #666; font-size: 0.85em; }
 .swatch { display: inline-block; width: 0.9em; height: 0.9em; border: 1px solid #444; vertical-align: middle;
-  margin-right: 0.4em; }
+  margin-right: 0.4em; -webkit-print-color-adjust: exact; print-color-adjust: exact; }
 .warn { color: #a04000; } img { max-width: 100%; border: 1px solid #eee; }
 .subset { border: 1px solid #a04000; background: #fff4e5; padding: 0.4em 0.8em; }
 .nw { white-space: nowrap; }
+figure { margin: 0.8em 0; } figure img { display: block; }
+img.square { max-width: min(100%, 640px); } img.chart { max-width: min(100%, 760px); }
+tr.drift td { background: #fde2d4; font-weight: 600; -webkit-print-color-adjust: exact; print-color-adjust: exact; }
+td.l code, li code, p code { overflow-wrap: anywhere; }
+@page { size: A4; margin: 14mm 12mm 16mm 12mm;
+  @bottom-right { content: "page " counter(page) " of " counter(pages);
+    font: 7.5pt system-ui, "DejaVu Sans", sans-serif; color: #666; } }
+@media print {
+  body { margin: 0; max-width: none; font-size: 9.5pt; line-height: 1.35; }
+  h1 { font-size: 17pt; margin-top: 0; } h2 { font-size: 13pt; margin-top: 1.2em; } h3 { font-size: 10.5pt; }
+  h2, h3 { break-after: avoid; page-break-after: avoid; }
+  section.chapter { break-before: page; page-break-before: always; }
+  table { font-size: 7.8pt; margin: 0.4em 0; } th, td { padding: 0.15em 0.4em; }
+  thead { display: table-header-group; } tr, figure, img, .card { break-inside: avoid; page-break-inside: avoid; }
+  table.keep, .cards, .keep { break-inside: avoid; page-break-inside: avoid; }
+  img { border: none; max-height: 232mm; }
+  img.map { max-height: 200mm; } img.square { max-width: 125mm; } img.chart { max-width: 165mm; max-height: 110mm; }
+  .card { padding: 0.3em 0.7em; } .card .v { font-size: 1.25em; }
+  .noprint { display: none; }
+  a { color: inherit; text-decoration: none; }
+}
 """
+
+
+def css_string(value: Any) -> str:
+    """A CSS string literal of any text (quotes, backslashes and '<' escaped: it cannot end the style element)."""
+    text = " ".join(str(value).split())
+    out = "".join(f"\\{ord(ch):x} " if ch in '"\\<>' else ch for ch in text)
+    return f'"{out}"'
+
+
+def _page_css(run: Mapping[str, Any]) -> str:
+    """The printed page's footer: project and season bottom left (the page number is in :data:`CSS`)."""
+    label = css_string(f"LCMS land cover report — {run.get('project')}, season {run.get('season')}")
+    return (
+        f"@page {{ @bottom-left {{ content: {label}; "
+        'font: 7.5pt system-ui, "DejaVu Sans", sans-serif; color: #666; } }'
+    )
 
 
 def esc(value: Any) -> str:
@@ -202,16 +300,34 @@ def pct(value: Any) -> str:
     return "–" if value is None else f"{100 * float(value):.1f} %"
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1, left_cols: Sequence[int] = ()) -> str:
+#: Tables of at most this many rows are not split over printed pages.
+KEEP_ROWS = 40
+
+
+def table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    left: int = 1,
+    left_cols: Sequence[int] = (),
+    row_classes: Sequence[str] = (),
+) -> str:
     """An HTML table; ``rows`` cells are already-escaped HTML; the first ``left`` columns, and the
-    ``left_cols``, align left (text), the others right (numbers)."""
+    ``left_cols``, align left (text), the others right (numbers). ``row_classes``: a CSS class per row
+    ('' for none), e.g. 'drift' to highlight it."""
     lefts = set(range(left)) | set(left_cols)
     head = "".join(f'<th class="{"l" if i in lefts else ""}">{esc(h)}</th>' for i, h in enumerate(headers))
+
+    def tr(k: int) -> str:
+        css = row_classes[k] if k < len(row_classes) else ""
+        return f'<tr class="{esc(css)}">' if css else "<tr>"
+
     body = "".join(
-        "<tr>" + "".join(f'<td class="{"l" if i in lefts else ""}">{c}</td>' for i, c in enumerate(r)) + "</tr>"
-        for r in rows
+        tr(k) + "".join(f'<td class="{"l" if i in lefts else ""}">{c}</td>' for i, c in enumerate(r)) + "</tr>"
+        for k, r in enumerate(rows)
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    # Short tables are kept on one printed page; long ones break between rows, their header repeated.
+    keep = ' class="keep"' if len(rows) <= KEEP_ROWS else ""
+    return f"<table{keep}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _swatch(color: str | None) -> str:
@@ -428,8 +544,9 @@ def _transition_table(rows: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
-def _img(name: str | None, alt: str) -> str:
-    return f'<p><img src="{esc(name)}" alt="{esc(alt)}"></p>' if name else ""
+def _img(name: str | None, alt: str, kind: str = "chart") -> str:
+    """A figure of the page; ``kind`` ('map', 'square', 'chart') sets its printed size."""
+    return f'<figure><img src="{esc(name)}" alt="{esc(alt)}" class="{esc(kind)}"></figure>' if name else ""
 
 
 _CLASS_MAPS = {"class_pixels", "samplable_pixels", "per_class"}  # {class id: count}: shown with class names
@@ -539,7 +656,8 @@ def _metrics_section(report: Mapping[str, Any], images: Mapping[str, Any], names
             f"<p>Overall accuracy {pct(metrics.get('overall_accuracy'))}, kappa {fmt(metrics.get('kappa'))} on the "
             f"{esc(TEST_SPLIT)}; test samples of classes the model did not learn count as errors. {meaning}</p>"
         )
-        parts.append(_img(images.get("confusion"), "confusion matrix"))
+        parts.append(_img(images.get("confusion"), "confusion matrix", "square"))
+        parts.append(_img(images.get("test_accuracy_bars"), "precision (user's) and recall (producer's) accuracy"))
         rows = [
             [
                 esc(v.get("name") or _class_name(k, names)),
@@ -558,7 +676,9 @@ def _metrics_section(report: Mapping[str, Any], images: Mapping[str, Any], names
         for c in absent:
             if c.get("test_samples"):
                 rows.append([esc(c["name"]), "–", "–", "–", fmt(c["test_samples"]), "not learned: no training sample"])
+        parts.append('<div class="keep"><h3>Per class</h3>')
         parts.append(table(["class", "precision", "recall", "F1", "test samples", "note"], rows, left_cols=[5]))
+        parts.append("</div>")
     else:
         parts.append('<p class="warn">No training metrics available.</p>')
     if dropped:
@@ -671,10 +791,11 @@ TEST_SPLIT = "test split (not a probability sample)"
 
 
 def pct_ci(value: Any, half_width: Any) -> str:
-    """A proportion as a percentage with its 95 % confidence interval: '90.1 % ± 1.2'."""
+    """A proportion as a percentage with its 95 % confidence interval, kept on one line (HTML): '90.1 % ± 1.2'."""
     if value is None:
         return "–"
-    return pct(value) + ("" if half_width is None else f" ± {100 * float(half_width):.1f}")
+    text = pct(value) + ("" if half_width is None else f" ± {100 * float(half_width):.1f}")
+    return f'<span class="nw">{text}</span>'
 
 
 def _note_words(note: str) -> str:
@@ -696,8 +817,11 @@ def _area_adjusted_card(block: Mapping[str, Any] | None) -> list[str]:
     ]
 
 
-def _area_adjusted_section(report: Mapping[str, Any]) -> list[str]:
-    """Area-adjusted accuracy and class areas with 95 % confidence intervals, or plainly why there are none."""
+def _area_adjusted_section(report: Mapping[str, Any], figure: str = "") -> list[str]:
+    """Area-adjusted accuracy and class areas with 95 % confidence intervals, or plainly why there are none.
+
+    ``figure``: HTML of the user's and producer's accuracy bars, shown under the class table.
+    """
     block = report.get("area_adjusted") or {}
     parts = ["<h2>Area-adjusted accuracy</h2>"]
     if not block.get("available"):
@@ -806,7 +930,8 @@ def _area_adjusted_section(report: Mapping[str, Any]) -> list[str]:
         "the reference labels say the class covers, with its 95 % confidence interval; the estimated areas add up "
         "to the mapped total.</p>"
     )
-    parts.append("<h3>Sample design</h3>")
+    parts.append(figure)
+    parts.append('<div class="keep"><h3>Sample design</h3>')
     parts.append(
         table(
             ["stratum", "pixels", "area (km²)", "weight", "points", "labelled", "inclusion probability"],
@@ -836,11 +961,211 @@ def _area_adjusted_section(report: Mapping[str, Any]) -> list[str]:
     notes = block.get("notes") or []
     if notes:
         parts.append("<ul>" + "".join(f"<li>{esc(_note_words(str(n)))}</li>" for n in notes) + "</ul>")
+    parts.append("</div>")
+    return parts
+
+
+def _pdf_note(report: Mapping[str, Any]) -> str:
+    """Under the title: where the PDF of this page is, or plainly why there is none."""
+    block = report.get("pdf")
+    if not block:
+        return ""
+    if block.get("made") is not False:  # made, or to be printed from this very page
+        name = esc(block.get("file") or "report.pdf")
+        return f'<p class="noprint">This report as a printable document (A4 PDF): <a href="{name}">{name}</a>.</p>'
+    return f'<p class="warn"><strong>No PDF of this report:</strong> {esc(block.get("reason") or "not made")}.</p>'
+
+
+def _transitions_by_region(report: Mapping[str, Any]) -> str:
+    """One table of the change transitions of every region (and outside the AOI)."""
+    rows = []
+    for zone in [*(report.get("regions") or []), report.get("outside_aoi") or {}]:
+        for r in (zone.get("changes") or {}).get("transitions") or []:
+            rows.append(
+                [
+                    esc(zone.get("name")),
+                    esc(r["from_name"]),
+                    esc(r["to_name"]),
+                    fmt(r["count"]),
+                    fmt(r["area_km2"], 4),
+                ]
+            )
+    if not rows:
+        return "<p>No change polygons in any region.</p>"
+    return table(["region", "from", "to", "polygons (pieces)", "area (km²)"], rows, left=3)
+
+
+def _changes_section(report: Mapping[str, Any]) -> list[str]:
+    ch = report["total"]["changes"]
+    return [
+        "<h2>Changes</h2>",
+        f"<p>{fmt(ch['n_polygons'])} change polygons, {fmt(ch['area_km2'], 4)} km² "
+        f"(tiles with change data: {fmt(ch['n_tiles'])}).</p>",
+        "<h3>By transition</h3>",
+        _transition_table(ch["transitions"]),
+        "<h3>By transition and region</h3>",
+        "<p>Polygons are clipped to the regions: a polygon crossing a region boundary counts once in each.</p>",
+        _transitions_by_region(report),
+    ]
+
+
+def _signed(value: Any, digits: int = 4) -> str:
+    return "–" if value is None else f"{float(value):+,.{digits}f}"
+
+
+def _previous_season_section(report: Mapping[str, Any]) -> list[str]:
+    """Class areas per region against the previous season's report; changes beyond the bound highlighted."""
+    block = report.get("previous_season")
+    if block is None:
+        return []
+    parts = ["<h2>Comparison with the previous season</h2>"]
+    if not block.get("available"):
+        parts.append(
+            f"<p><strong>No comparison with a previous season:</strong> {esc(block.get('reason') or 'none')}.</p>"
+        )
+        return parts
+    threshold = float(block.get("drift_threshold") or 0.0)
+    minimum = float(block.get("drift_min_area_km2") or 0.0)
+    parts.append(
+        f"<p>Mapped class areas of this season against season {esc(block.get('season'))} (its report of run "
+        f"<code>{esc(block.get('run_id'))}</code>, generated {esc(block.get('generated_at'))}), per region and for "
+        f"the AOI as a whole. A class whose area changed by more than {100 * threshold:g} % of its previous area"
+        + (f" (and by at least {fmt(minimum, 4)} km²)" if minimum > 0 else "")
+        + ", or that the previous map did not have, is <strong>highlighted as possible map drift</strong>: land "
+        "cover rarely changes that much in one season, so check the model and the imagery before reading it as a "
+        "real change. No data is not compared (see Data quality).</p>"
+    )
+    notes = block.get("notes") or []
+    if notes:
+        parts.append(
+            '<p class="warn">Read with care:</p><ul class="warn">'
+            + "".join(f"<li>{esc(n)}</li>" for n in notes)
+            + "</ul>"
+        )
+    drifting = block.get("drifting") or []
+    if drifting:
+        items = "".join(
+            f"<li>{esc(d['region'])}: {esc(d['name'])} "
+            + ("new this season" if d.get("new_class") else f"{100 * float(d['relative_change']):+.1f} %")
+            + f" ({fmt(d['previous_km2'], 4)} → {fmt(d['current_km2'], 4)} km²)</li>"
+            for d in drifting
+        )
+        parts.append(
+            f'<p class="warn"><strong>{fmt(len(drifting))} class area(s) beyond ±{100 * threshold:g} %:</strong></p>'
+            f'<ul class="warn">{items}</ul>'
+        )
+    else:
+        parts.append(f"<p>No class area changed by more than {100 * threshold:g} %: no sign of map drift.</p>")
+    for zone in block.get("regions") or []:
+        rows, classes = [], []
+        for c in zone.get("classes") or []:
+            relative = (
+                "new"
+                if c.get("new_class")
+                else ("–" if c.get("relative_change") is None else f"{100 * float(c['relative_change']):+.1f} %")
+            )
+            rows.append(
+                [
+                    f'<span class="nw">{_swatch(c.get("color"))}{esc(c["name"])}</span>',
+                    fmt(c.get("previous_km2"), 4),
+                    fmt(c.get("current_km2"), 4),
+                    _signed(c.get("change_km2")),
+                    relative,
+                    "possible map drift" if c.get("drift") else "",
+                ]
+            )
+            classes.append("drift" if c.get("drift") else "")
+        parts.append(f"<h3>{esc(zone['region'])}</h3>")
+        parts.append(
+            table(
+                [
+                    "class",
+                    f"season {block.get('season')} (km²)",
+                    f"season {report['run']['season']} (km²)",
+                    "change (km²)",
+                    "change",
+                    "note",
+                ],
+                rows,
+                left_cols=[5],
+                row_classes=classes,
+            )
+        )
+    return parts
+
+
+def _accuracy_figure(images: Mapping[str, Any], key: str, alt: str) -> str:
+    return _img(images.get(key), alt, "chart")
+
+
+def _change_timing_rows(block: Mapping[str, Any] | None) -> list[str]:
+    """Change accuracy with the temporal tolerance: detections on time / late / false, the reference changes'
+    recall (this season's so far, and the completed one of the season the tolerance reaches back to)."""
+    if not block:
+        return []
+    k = block.get("tolerance_seasons", 0)
+    d = block.get("detections") or {}
+    out = [
+        f"<h3>Change timing (tolerance: {esc(k)} season{'s' if k != 1 else ''})</h3>",
+        "<p>A change detected in a later season than the one it happened in is <em>late</em>, not false; "
+        "areas of dissolved polygons, summed over tiles.</p>",
+    ]
+    rows = [
+        ["detected (km²)", fmt(d.get("detected_km2"), 4)],
+        [
+            "on time / late / false (km²)",
+            " / ".join(fmt(d.get(key), 4) for key in ("on_time_km2", "late_km2", "false_km2")),
+        ],
+        ["precision (same season)", pct(d.get("precision"))],
+        ["precision with tolerance", pct(d.get("precision_with_tolerance"))],
+    ]
+    ref = block.get("reference") or {}
+    rows.append([f"recall of {esc(ref.get('season'))}'s changes so far", pct(ref.get("recall"))])
+    done = block.get("completed_reference")
+    if done:
+        rows.append([f"recall of {esc(done.get('season'))}'s changes (same season)", pct(done.get("recall"))])
+        rows.append(
+            [f"recall of {esc(done.get('season'))}'s changes with tolerance", pct(done.get("recall_with_tolerance"))]
+        )
+        rows.append([f"{esc(done.get('season'))}'s changes missed (km²)", fmt(done.get("missed_km2"), 4)])
+    out.append(table(["figure", "value"], rows))
+    return out
+
+
+def _parcel_section(block: Mapping[str, Any] | None) -> list[str]:
+    """The "Parcel agreement" section (``lcms parcels markers``): agreement per declared crop, confusion."""
+    if not block:
+        return []
+    held = block.get("held_out") or {}
+    counts = block.get("status_counts") or {}
+    parts = [
+        '<section class="chapter"><h2>Parcel agreement</h2>',
+        f"<p>{fmt(block.get('n_parcels'))} declared parcels ({fmt(counts.get('too_small'))} too small to predict); "
+        f"a classifier trained on {fmt(block.get('n_train'))} of them (spatially grouped) agrees with the declared "
+        f"crop on {pct(held.get('agreement'))} of {fmt(held.get('n'))} held-out parcels (always answering the most "
+        f"common crop: {pct(held.get('majority_class_rate'))}); {fmt(block.get('disagreements'))} parcels disagree "
+        f"with a probability of at least {fmt(block.get('disagreement_threshold'), 2)}.</p>",
+    ]
+    per_crop = block.get("agreement_per_crop") or {}
+    rows = [[esc(name), fmt(r["n"]), fmt(r["agree"]), pct(r["rate"])] for name, r in per_crop.items()]
+    parts.append(table(["declared crop", "held-out parcels", "agreeing", "agreement"], rows))
+    confusion = block.get("confusion") or {}
+    labels = list(confusion.get("labels") or [])
+    if labels:
+        matrix = confusion.get("rows_declared_columns_predicted") or []
+        parts.append("<p>Held-out parcels: declared crop (rows) against predicted crop (columns).</p>")
+        body = [[esc(n), *(fmt(v) for v in row)] for n, row in zip(labels, matrix, strict=False)]
+        parts.append(table(["declared \\ predicted", *labels], body))
+    parts.append("</section>")
     return parts
 
 
 def render(report: Mapping[str, Any], images: Mapping[str, Any]) -> str:
-    """The report page. ``images``: 'confusion', 'class_areas' -> file name; 'mosaics' -> [(title, file name)]."""
+    """The report page, for the screen and for print (A4, :data:`CSS`).
+
+    ``images``: 'confusion', 'truth_confusion', 'class_areas', 'accuracy_bars', 'test_accuracy_bars' -> file
+    name; 'mosaics' -> [(title, file name)].
+    """
     run = report["run"]
     total = report["total"]
     evaluation = report.get("evaluation")
@@ -851,11 +1176,12 @@ def render(report: Mapping[str, Any], images: Mapping[str, Any]) -> str:
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>LCMS report {esc(run['project'])} {esc(run['season'])}</title>",
-        f"<style>{CSS}</style></head><body>",
+        f"<style>{CSS}{_page_css(run)}</style></head><body>",
         f"<h1>Land cover report — {esc(run['project'])}, season {esc(run['season'])}</h1>",
         _coverage_line(run),
         f"<p>Run <code>{esc(run['run_id'])}</code>, generated {esc(run['generated_at'])}; maps from: "
         f"{esc(sources)} (tiles).</p>",
+        _pdf_note(report),
     ]
     subset = bool(run.get("tile_subset"))
     n_tiles = fmt(run["n_tiles"]) + (f" of {fmt(run.get('n_project_tiles'))}" if subset else "")
@@ -881,21 +1207,28 @@ def render(report: Mapping[str, Any], images: Mapping[str, Any]) -> str:
             _card("change precision", pct(evaluation.get("change_precision"))),
             _card("change recall", pct(evaluation.get("change_recall"))),
         ]
+    previous = report.get("previous_season") or {}
+    if previous.get("available"):
+        cards.append(_card(f"class areas beyond ±{100 * previous['drift_threshold']:g} %", fmt(previous["n_drift"])))
     parts.append('<div class="cards">' + "".join(cards) + "</div>")
     parts += _inputs_section(report)
 
-    parts.append("<h2>Maps</h2>")
+    parts.append('<section class="chapter"><h2>Maps</h2>')
     for title, name in images.get("mosaics", []):
-        parts.append(_img(name, title))
+        parts.append(_img(name, title, "map"))
     legend_rows = [[_swatch(c.get("color")) + esc(c["name"]), fmt(c["id"])] for c in report["legend"]]
     parts.append(table(["legend class", "id"], legend_rows))
+    parts.append("</section>")
 
-    parts.append("<h2>Class areas (all tiles of this report)</h2>")
+    parts.append('<section class="chapter"><h2>Class areas (all tiles of this report)</h2>')
     parts.append(_img(images.get("class_areas"), "class areas"))
     parts.append(_class_table(total["class_areas"]))
-    parts += _area_adjusted_section(report)
+    parts += _area_adjusted_section(
+        report, _accuracy_figure(images, "accuracy_bars", "user's and producer's accuracy with 95 % CI")
+    )
+    parts.append("</section>")
 
-    parts.append("<h2>Regions</h2>")
+    parts.append('<section class="chapter"><h2>Regions</h2>')
     parts.append(f"<p>{esc(report['aoi']['method'])}</p>")
     region_rows = []
     for r in [*report["regions"], report["outside_aoi"]]:
@@ -928,19 +1261,17 @@ def render(report: Mapping[str, Any], images: Mapping[str, Any]) -> str:
         )
     )
     for r in report["regions"]:
-        parts.append(f"<h3>{esc(r['name'])}</h3>")
-        parts.append(_class_table(r["class_areas"]))
+        parts.append(f'<div class="keep"><h3>{esc(r["name"])}</h3>')
+        parts.append(_class_table(r["class_areas"]) + "</div>")
+    parts.append("</section>")
 
-    parts.append("<h2>Changes</h2>")
-    ch = total["changes"]
-    parts.append(
-        f"<p>{fmt(ch['n_polygons'])} change polygons, {fmt(ch['area_km2'], 4)} km² "
-        f"(tiles with change data: {fmt(ch['n_tiles'])}).</p>"
-    )
-    parts.append(_transition_table(ch["transitions"]))
+    parts.append('<section class="chapter">')
+    parts += _changes_section(report)
+    parts += _previous_season_section(report)
+    parts.append("</section>")
 
+    parts.append('<section class="chapter">')
     parts += _metrics_section(report, images, names)
-
     if evaluation:
         parts.append("<h2>Evaluation against synthetic truth</h2>")
         parts.append(
@@ -956,11 +1287,25 @@ def render(report: Mapping[str, Any], images: Mapping[str, Any]) -> str:
                 ],
             )
         )
-        parts.append(_img(images.get("truth_confusion"), "confusion matrix against truth"))
+        parts += _change_timing_rows(evaluation.get("change_accuracy"))
+        parts.append(_img(images.get("truth_confusion"), "confusion matrix against truth", "square"))
+    parts.append("</section>")
 
-    parts.append("<h2>Data quality</h2>")
+    parts += _parcel_section(report.get("parcel_markers"))
+    parts.append('<section class="chapter"><h2>Data quality</h2>')
     q = total["quality"]
     vo = q["valid_observations"]
+    missing = {stage: v for stage, v in (report.get("missing_inputs") or {}).items() if v}
+    corrupt = report.get("corrupt_inputs") or []
+    if not missing and not corrupt:
+        parts.append("<p><strong>Readiness:</strong> every tile of the report has every input.</p>")
+    else:
+        gaps = "; ".join(f"{stage_label(k)} on {fmt(len(v))} tile(s)" for k, v in missing.items())
+        gaps += f"; {fmt(len(corrupt))} corrupt input(s)" if corrupt else ""
+        parts.append(
+            f'<p class="warn"><strong>Readiness:</strong> inputs missing: {esc(gaps.lstrip("; "))} (see Missing '
+            "inputs above).</p>"
+        )
     parts.append(
         table(
             ["figure", "value"],
@@ -975,9 +1320,10 @@ def render(report: Mapping[str, Any], images: Mapping[str, Any]) -> str:
         )
     )
     parts += _reference_section(report, names)
+    parts.append("</section>")
 
     if report.get("tiles") is not None:
-        parts.append("<h2>Tiles</h2>")
+        parts.append("<section><h2>Tiles</h2>")
         parts.append(
             table(
                 [
@@ -1010,5 +1356,6 @@ def render(report: Mapping[str, Any], images: Mapping[str, Any]) -> str:
                 left=2,
             )
         )
+        parts.append("</section>")
     parts.append("</body></html>")
-    return "\n".join(parts)
+    return "\n".join(p for p in parts if p)

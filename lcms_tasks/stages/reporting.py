@@ -4,9 +4,19 @@ Once per season, reads for every tile of the run (``ctx.tiles()``: the tile
 subset, or every project tile) the post-processed map (falling back to the raw
 prediction), the change polygons, the features' quality figures and the
 reference/sampling metadata, plus the model's test metrics, and writes
-``reporting/_run/report``: ``report.json``, ``report.html`` and the PNG plots it
-references. A report of a subset says so (``run.tile_subset``, a line at the
+``reporting/_run/report``: ``report.json``, ``report.html``, the PNG plots it
+references and ``report.pdf``, the page printed to A4 by headless Chromium
+(:mod:`lcms_tasks.report.pdf`; option ``pdf``: ``auto`` makes it when a Chromium is
+found and says plainly in the report when none was, ``true`` fails without one,
+``false`` skips it; ``report.json``'s ``pdf`` block names the PDF's URI and page count).
+A report of a subset says so (``run.tile_subset``, a line at the
 top of the page) and its areas and totals are those of the subset.
+
+Comparison with the previous season (``previous_season``,
+:mod:`lcms_tasks.report.compare`): the class areas per region against the report.json
+of the season before in the config's season order; changes beyond ``drift_threshold``
+(a fraction of the previous area) are highlighted as possible map drift. Without a
+previous season or its report the block says so.
 
 Only the maps are required; any other missing input is listed under
 ``missing_inputs``. A corrupt input (a file of a complete artefact that cannot be
@@ -49,11 +59,12 @@ import datetime as dt
 import json
 import logging
 import math
+import subprocess
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -104,6 +115,39 @@ class Options(StrictModel):
         description="Area-adjusted accuracy and class areas with 95 % confidence intervals: where the reference "
         "labels of a probability sample come from (a labelled design, or the synthetic truth).",
     )
+    pdf: bool | Literal["auto"] = Field(
+        "auto",
+        description="Also print report.html to report.pdf (A4) with headless Chromium. 'auto': when a Chromium is "
+        "found (the report says when none was and why); true: a missing or failing Chromium fails the stage; "
+        "false: no PDF.",
+    )
+    chromium: str | None = Field(
+        None,
+        description="The Chromium binary that prints the PDF (a path or a name on the PATH). Default: $LCMS_CHROMIUM, "
+        "else chromium or chromium-browser on the PATH.",
+    )
+    pdf_timeout_s: float = Field(120.0, gt=0, le=3600, description="Seconds Chromium may take to print the PDF.")
+    drift_threshold: float = Field(
+        0.2,
+        gt=0,
+        le=100,
+        description="Comparison with the previous season's report: a class whose area in a region changed by more "
+        "than this fraction of its previous area (0.2 = 20 %), or that is new, is highlighted as possible map drift.",
+    )
+    change_tolerance_seasons: int = Field(
+        1,
+        ge=0,
+        le=10,
+        description="Change accuracy against reference changes: a change detected up to this many seasons after "
+        "the season it happened in counts as late, not as false (and the earlier season's change as found late, "
+        "not missed). 0: only same-season detections count.",
+    )
+    drift_min_area_km2: float = Field(
+        0.0,
+        ge=0,
+        description="Class-area changes smaller than this (km²) are never highlighted as drift, whatever their "
+        "fraction (small classes change by large fractions).",
+    )
 
 
 @dataclass
@@ -140,6 +184,8 @@ class _Acc:
     eval_tiles: int = 0
     eval_unknown_training: int = 0
     overlap: ChangeOverlap | None = None
+    # Change accuracy with a temporal tolerance (lcms_tasks.accuracy.change), summed over tiles.
+    change_timing: list[Any] | None = None
     thumbs: dict[str, np.ndarray] = field(default_factory=dict)
     outlines: dict[int, list[Any]] = field(default_factory=dict)
     # The design the stage draws over the map when the synthetic truth labels it (None: labels from elsewhere).
@@ -254,14 +300,17 @@ def _load_map(
     return None
 
 
-def _read_changes(tile: Tile, ctx: RunContext) -> tuple[gpd.GeoDataFrame, dict[str, Any]] | None:
-    """The tile's change polygons (tile CRS) and the stage's metadata, or None if absent.
+def _read_changes(
+    tile: Tile, ctx: RunContext, season: str | None = None
+) -> tuple[gpd.GeoDataFrame, dict[str, Any]] | None:
+    """The tile's change polygons (tile CRS) of ``season`` (default: the run's) and the stage's metadata, or
+    None if absent.
 
     ``CorruptArtefactError`` if the artefact is complete but its changes.gpkg is absent or unreadable.
     """
     from lcms_tasks.changes import read_changes
 
-    uri = ctx.tile_uri("change_detection", tile.id)
+    uri = ctx.tile_uri("change_detection", tile.id, season)
     if not ctx.storage.is_complete(uri):
         return None
     meta = ctx.storage.read_marker(uri)
@@ -279,8 +328,11 @@ def _read_changes(tile: Tile, ctx: RunContext) -> tuple[gpd.GeoDataFrame, dict[s
     return frame, meta
 
 
-def _load_truth(tile: Tile, ctx: RunContext, acc: _Acc) -> tuple[np.ndarray, gpd.GeoDataFrame | None] | None:
-    """TRUTH_LAND_COVER (H, W) and TRUTH_CHANGES of the tile's download EOPatch, or None if it has no truth.
+def _load_truth(
+    tile: Tile, ctx: RunContext, acc: _Acc
+) -> tuple[np.ndarray, gpd.GeoDataFrame | None, gpd.GeoDataFrame | None] | None:
+    """TRUTH_LAND_COVER (H, W), this season's TRUTH_CHANGES and every season's (column ``season_after``) of the
+    tile's download EOPatch, or None if it has no truth.
 
     Corrupt truth layers are noted in ``acc``; the tile is then left out of the evaluation.
     """
@@ -305,17 +357,18 @@ def _load_truth(tile: Tile, ctx: RunContext, acc: _Acc) -> tuple[np.ndarray, gpd
             f"{uri}/mask_timeless/TRUTH_LAND_COVER: shape {truth.shape}, the tile is {tile.shape}",
         )
         return None
-    changes = None
+    changes = every_season = None
     try:
         cpatch, _ = eopatch.load(ctx.storage, uri, features=["vector_timeless/TRUTH_CHANGES"])
         changes = cpatch.vector_timeless["TRUTH_CHANGES"]
         if "season_after" in changes.columns:
+            every_season = changes
             changes = changes[changes["season_after"].astype(str) == ctx.season]
     except ArtefactMissingError:
         log.warning("%s has TRUTH_LAND_COVER but no TRUTH_CHANGES; change evaluation skips tile %s", uri, tile.id)
     except CorruptArtefactError as err:
         acc.note_corrupt("download", tile.id, uri, err, missing=False)  # the map is still evaluated
-    return truth, changes
+    return truth, changes, every_season
 
 
 def _training_metadata(ctx: RunContext) -> dict[str, Any] | None:
@@ -533,7 +586,7 @@ def _tile(
             acc.truth_sample.tiles_without_truth.append(tile.id)
         if truth is not None and options.evaluate_against_truth:
             acc.truth_tiles += 1
-            truth_lc, truth_changes = truth
+            truth_lc, truth_changes, every_season = truth
             used = reference["used_for_training"]
             record["evaluated"] = bool(loaded is not None and not used)
             if loaded is not None and not used:
@@ -546,11 +599,45 @@ def _tile(
             if changes is not None and truth_changes is not None:
                 ov = evaluate.change_overlap(predicted_geoms, list(truth_changes.geometry))
                 acc.overlap = ov if acc.overlap is None else acc.overlap + ov
+            if changes is not None and every_season is not None:
+                _add_change_timing(tile, ctx, acc, predicted_geoms, every_season)
 
     # Thumbnail: nearest-neighbour sample of thumb_px x thumb_px pixel centres.
     pick = ((np.arange(thumb_px) + 0.5) * tile.shape[0] / thumb_px).astype(np.int64)
     acc.thumbs[tile.id] = classes[np.ix_(pick, pick)].astype(np.uint8)
     acc.tiles.append(record)
+
+
+def _add_change_timing(
+    tile: Tile, ctx: RunContext, acc: _Acc, detected_now: list[Any], truth_changes: gpd.GeoDataFrame
+) -> None:
+    """Add the tile's change-timing tallies (on time / late / false, :mod:`lcms_tasks.accuracy.change`): this
+    season's detections and those of the ``change_tolerance_seasons`` seasons before it, against the truth
+    changes of every season. An earlier season without change polygons counts as no detection."""
+    from lcms_tasks.accuracy import change
+
+    options: Options = ctx.config.stages.reporting
+    seasons = list(ctx.config.seasons)
+    i = seasons.index(ctx.season)
+    tolerance = options.change_tolerance_seasons
+    detected: dict[str, list[Any]] = {ctx.season: detected_now}
+    for earlier in seasons[max(0, i - tolerance) : i]:
+        try:
+            found = _read_changes(tile, ctx, earlier)
+        except CorruptArtefactError as err:
+            acc.note_corrupt("change_detection", tile.id, ctx.tile_uri("change_detection", tile.id, earlier), err)
+            found = None
+        if found is not None:
+            detected[earlier] = [g for g in found[0].geometry if g is not None and not g.is_empty]
+    by_season = truth_changes["season_after"].astype(str)
+    reference = {s: list(truth_changes.geometry[by_season == s]) for s in seasons[max(0, i - tolerance) : i + 1]}
+    tallies = change.tile_tallies(change.TileChanges(detected, reference), seasons, ctx.season, tolerance)
+    if acc.change_timing is None:
+        acc.change_timing = list(tallies)
+    else:
+        acc.change_timing = [
+            a if b is None else (b if a is None else a + b) for a, b in zip(acc.change_timing, tallies, strict=True)
+        ]
 
 
 # -- assembling -------------------------------------------------------------------------------------
@@ -895,6 +982,13 @@ def build_report(ctx: RunContext) -> tuple[dict[str, Any], _Acc, gpd.GeoDataFram
             definition="map accuracy on tiles without training samples (sampling n_samples == 0 or unknown), "
             "pixels with truth or map 0 ignored; change precision/recall by area of polygon unions per tile",
         )
+        if acc.change_timing is not None:
+            from lcms_tasks.accuracy import change
+
+            det, now, completed = acc.change_timing
+            evaluation["change_accuracy"] = change.summarise(
+                list(ctx.config.seasons), ctx.season, options.change_tolerance_seasons, det, now, completed
+            )
         if evaluation["confusion_matrix"] is not None:
             for cid, row in evaluation["per_class"].items():
                 row["name"] = {c.id: c.name for c in legend}.get(int(cid), f"class {cid}")
@@ -942,10 +1036,70 @@ def build_report(ctx: RunContext) -> tuple[dict[str, Any], _Acc, gpd.GeoDataFram
         "training": training,
         "evaluation": evaluation,
         "area_adjusted": area_adjusted,
+        "parcel_markers": _parcel_markers(ctx),
         "missing_inputs": {k: sorted(set(v)) for k, v in sorted(acc.missing.items())},
         "corrupt_inputs": acc.corrupt,
     }
-    return _jsonable(report), acc, region_frame, legend
+    report = _jsonable(report)
+    report["previous_season"] = _jsonable(previous_season(ctx, report))
+    return report, acc, region_frame, legend
+
+
+def _parcel_markers(ctx: RunContext) -> dict[str, Any] | None:
+    """The season's parcel agreement (``lcms parcels markers``), or None when it was not computed."""
+    from lcms_tasks.parcels.raster import read_summary
+
+    summary = read_summary(ctx)
+    if summary is None:
+        return None
+    keys = ("uri", "n_parcels", "status_counts", "n_train", "n_test", "held_out", "agreement_per_crop", "confusion")
+    return {k: summary.get(k) for k in (*keys, "disagreements", "disagreement_threshold")}
+
+
+def previous_season(ctx: RunContext, report: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``previous_season`` block: ``report``'s class areas against the previous season's report.json.
+
+    The previous season is the one before ``ctx.season`` in the config's season order; its report is
+    ``reporting/_run/report`` of that season. No previous season, no complete report or an unreadable one:
+    the block says so (``available`` false and why), the report is still made.
+    """
+    from lcms_tasks.report import compare
+
+    options: Options = ctx.config.stages.reporting
+    order = ctx.config.season_ids_ordered()
+    index = order.index(ctx.season)
+    if index == 0:
+        return compare.unavailable(
+            f"season {ctx.season} is the first season of the config (seasons {', '.join(order)}): "
+            "there is no previous season to compare with"
+        )
+    season = order[index - 1]
+    uri = ctx.run_uri(NAME, "report", season=season)
+    if not ctx.storage.is_complete(uri):
+        return compare.unavailable(
+            f"the previous season, {season}, has no report yet (no complete {uri}); run the reporting stage for "
+            f"season {season}, then this one again",
+            season,
+            uri,
+        )
+    try:
+        previous = ctx.storage.read_json(f"{uri}/report.json")
+        block = compare.compare_class_areas(report, previous, options.drift_threshold, options.drift_min_area_km2)
+    except (ArtefactMissingError, ValueError, KeyError, TypeError, AttributeError) as err:
+        # json.JSONDecodeError is a ValueError; the others: a report.json of another shape.
+        log.warning("reporting: previous season's report %s/report.json unusable: %s", uri, err)
+        return compare.unavailable(
+            f"the previous season's report {uri}/report.json cannot be read: {type(err).__name__}: {err}", season, uri
+        )
+    block["uri"] = uri
+    if block["n_drift"]:
+        log.info(
+            "reporting: %d class area(s) changed by more than %g %% since season %s (possible map drift)",
+            block["n_drift"],
+            100 * options.drift_threshold,
+            season,
+        )
+    return block
 
 
 def _area_adjusted(ctx: RunContext, acc: _Acc, found: FoundDesign | None, looked_for: list[str]) -> dict[str, Any]:
@@ -1010,6 +1164,34 @@ def _plots(
             labels = [names.get(int(i), f"class {i}") for i in cm["class_ids"]]
             html.plot_confusion(cm["matrix"], labels, folder / f"{key}.png", title)
             images[key] = f"{key}.png"
+    block = report.get("area_adjusted") or {}
+    if block.get("available") and block.get("classes"):
+        classes = list(block["classes"])
+
+        def figures(key: str) -> list[Any]:
+            return [(block.get(key) or {}).get(c) for c in classes]
+
+        html.plot_accuracy_bars(
+            classes,
+            figures("users_accuracy"),
+            figures("producers_accuracy"),
+            folder / "accuracy_bars.png",
+            "User's and producer's accuracy (area-adjusted)",
+            figures("users_accuracy_ci95"),
+            figures("producers_accuracy_ci95"),
+        )
+        images["accuracy_bars"] = "accuracy_bars.png"
+    per_class = (report.get("metrics") or {}).get("per_class") or {}
+    if per_class:
+        ordered = sorted(per_class.items(), key=lambda kv: int(kv[0]) if str(kv[0]).isdigit() else 1 << 30)
+        html.plot_accuracy_bars(
+            [str(v.get("name") or names.get(int(k), f"class {k}")) for k, v in ordered],
+            [v.get("precision") for _, v in ordered],
+            [v.get("recall") for _, v in ordered],
+            folder / "test_accuracy_bars.png",
+            "Test split: precision (user's) and recall (producer's)",
+        )
+        images["test_accuracy_bars"] = "test_accuracy_bars.png"
     for epsg in sorted({t.epsg for t in tiles}):
         group = [t for t in tiles if t.epsg == epsg]
         s = next(iter(acc.thumbs.values())).shape[0]
@@ -1038,14 +1220,72 @@ def _plots(
     return images
 
 
+def _pdf_plan(ctx: RunContext) -> tuple[str | None, dict[str, Any]]:
+    """(Chromium binary or None, the report's ``pdf`` block as planned) from the stage's options.
+
+    ``pdf: true`` without a Chromium is an error here, before any input is read.
+    """
+    from lcms_tasks.report import pdf
+
+    options: Options = ctx.config.stages.reporting
+    block: dict[str, Any] = {"option": options.pdf, "made": False}
+    if options.pdf is False:
+        return None, {**block, "reason": "switched off (the reporting stage's pdf option is false)"}
+    binary = pdf.find_chromium(options.chromium)
+    if binary is None:
+        reason = pdf.missing_chromium_reason(options.chromium)
+        if options.pdf is True:
+            raise pdf.ChromiumNotFoundError(
+                f"reporting: project {ctx.config.project!r} season {ctx.season}: pdf is true but there is {reason}; "
+                "install Debian's chromium (make system-deps), name the binary in stages.reporting.chromium or "
+                f"${pdf.CHROMIUM_ENV}, or set pdf to auto"
+            )
+        return None, {**block, "reason": reason}
+    return binary, {**block, "made": None, "file": PDF_NAME, "chromium": binary}  # None: to be printed
+
+
+#: The PDF's name in the report folder.
+PDF_NAME = "report.pdf"
+
+
+def _print_pdf(ctx: RunContext, binary: str, staging: Path, uri: str, block: dict[str, Any]) -> dict[str, Any]:
+    """Print staging/report.html to report.pdf; the ``pdf`` block with its URI and page count.
+
+    A failing Chromium fails the stage with ``pdf: true``; with ``auto`` the block says why there is no PDF.
+    """
+    from lcms_tasks.report import pdf
+
+    options: Options = ctx.config.stages.reporting
+    try:
+        path = pdf.html_to_pdf(staging / "report.html", staging / PDF_NAME, binary, timeout=options.pdf_timeout_s)
+    except pdf.PdfRenderError as err:
+        # The message names the staging folder, gone once the report is published: name the report's URI.
+        message = str(err)
+        for local in {str(staging.resolve()), str(staging)}:
+            message = message.replace(local, uri)
+        if options.pdf is True:
+            raise pdf.PdfRenderError(f"reporting: {uri}/{PDF_NAME}: {message}") from err
+        log.warning("reporting: no PDF: %s", message)
+        return {"option": options.pdf, "made": False, "chromium": binary, "reason": f"Chromium failed: {message}"}
+    out = {**block, "made": True, "uri": f"{uri}/{PDF_NAME}", "bytes": path.stat().st_size}
+    try:
+        out["pages"] = pdf.page_count(path)
+    except (ValueError, OSError, subprocess.SubprocessError) as err:
+        log.warning("reporting: page count of %s unknown: %s", path, err)
+        out["pages"], out["pages_unknown"] = None, str(err)
+    return out
+
+
 def run(ctx: RunContext) -> list[str]:
-    """Compute the season's report and publish report.json, report.html and plots as one folder."""
+    """Compute the season's report and publish report.json, report.html, report.pdf and plots as one folder."""
     from lcms_tasks.report import accuracy, html
 
+    binary, pdf_block = _pdf_plan(ctx)
     report, acc, region_frame, legend = build_report(ctx)
     tiles = ctx.tiles()
     uri = ctx.run_uri(NAME, "report")
     ev = report.get("evaluation") or {}
+    previous = report.get("previous_season") or {}
     marker = ctx.marker_meta(
         NAME,
         None,
@@ -1059,15 +1299,32 @@ def run(ctx: RunContext) -> list[str]:
             "area_adjusted_overall_accuracy": (report.get("area_adjusted") or {}).get("overall_accuracy"),
             "missing_inputs": {k: len(v) for k, v in report["missing_inputs"].items()},
             "n_corrupt_inputs": len(report["corrupt_inputs"]),
+            "previous_season": previous.get("season"),
+            "n_drift": previous.get("n_drift"),
         },
     )
     with ctx.storage.writing_dir(uri, marker) as staging:
         images = _plots(report, acc, region_frame, legend, tiles, staging)
         if acc.accuracy_design is not None:
             accuracy.write_drawn_design(staging, acc.accuracy_design)
+        report["pdf"] = pdf_block
+        (staging / "report.html").write_text(html.render(report, images), encoding="utf-8")
+        if binary is not None:
+            report["pdf"] = _print_pdf(ctx, binary, staging, uri, pdf_block)
+            if not report["pdf"]["made"]:  # the page says why there is no PDF, not where it is
+                (staging / "report.html").write_text(html.render(report, images), encoding="utf-8")
+        # The marker is written when the block ends: it names the PDF too.
+        marker["pdf"] = {k: report["pdf"].get(k) for k in ("made", "uri", "pages", "reason") if k in report["pdf"]}
         (staging / "report.json").write_text(
             json.dumps(report, indent=2, sort_keys=False, allow_nan=False), encoding="utf-8"
         )
-        (staging / "report.html").write_text(html.render(report, images), encoding="utf-8")
-    log.info("reporting: wrote %s (%d of %d project tiles)", uri, len(tiles), len(ctx.project_tiles()))
+    log.info(
+        "reporting: wrote %s (%d of %d project tiles)%s",
+        uri,
+        len(tiles),
+        len(ctx.project_tiles()),
+        f"; PDF of {report['pdf'].get('pages')} pages"
+        if report["pdf"]["made"]
+        else f"; no PDF: {report['pdf']['reason']}",
+    )
     return [uri]

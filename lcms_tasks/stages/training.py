@@ -2,11 +2,13 @@
 
 Reads ``merge_features/_run/dataset`` (``dataset.npz``: X, y, split 0 train /
 1 validation / 2 test, ...; marker meta ``feature_names``), encodes the legend
-class ids present in the training split to 0..C-1, trains gradient-boosted
-trees (``hist``) with optional inverse-frequency class weights and early
-stopping on the validation split, evaluates on the test split and stores
-``training/_run/model``: ``model.ubj`` (the booster truncated to its best
-iteration) and ``metadata.json`` (also the folder's marker meta).
+class ids present in the training split to 0..C-1 (rare classes, with fewer
+than ``min_samples_per_class`` training samples, are dropped by default: named
+in a warning and the metadata, their test samples still counted as errors),
+trains gradient-boosted trees (``hist``) with optional inverse-frequency class
+weights and early stopping on the validation split, evaluates on the test split
+and stores ``training/_run/model``: ``model.ubj`` (the booster truncated to its
+best iteration) and ``metadata.json`` (also the folder's marker meta).
 
 XGBoost's native ``xgboost.train`` API is used rather than ``XGBClassifier``:
 the scikit-learn wrapper refuses to work without scikit-learn installed, and
@@ -21,7 +23,7 @@ import logging
 import platform
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -44,19 +46,29 @@ SPLIT_NAMES = {0: "train", 1: "validation", 2: "test"}
 log = logging.getLogger(__name__)
 
 
+#: ``learning_rate: auto``: 0.1 (AUTO_ETA_SMALL) below this many training samples, 0.3 (AUTO_ETA_LARGE) from it.
+AUTO_ETA_SAMPLES = 10_000
+AUTO_ETA_SMALL = 0.1
+AUTO_ETA_LARGE = 0.3
+
+
 class Options(StrictModel):
     """Options of the training stage."""
 
-    n_estimators: int = Field(300, ge=1, le=100_000, description="Maximum boosting rounds (trees per class).")
+    n_estimators: int = Field(
+        1000,
+        ge=1,
+        le=100_000,
+        description="Maximum boosting rounds (trees per class); early stopping on the validation split ends "
+        "training sooner (about 30 rounds on 420 real parcels, about 35 on the demo).",
+    )
     max_depth: int = Field(
         5, ge=1, le=32, description="Maximum tree depth (5: faster maps than 6 at the same accuracy on the benchmarks)."
     )
-    learning_rate: float = Field(
-        0.3,
-        gt=0.0,
-        le=1.0,
-        description="Shrinkage of each boosting round (eta); 0.3 reaches the accuracy of 0.1 with half the "
-        "trees, so maps are predicted twice as fast.",
+    learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] | Literal["auto"] = Field(
+        "auto",
+        description="Shrinkage of each boosting round (eta), or 'auto': 0.1 below "
+        f"{AUTO_ETA_SAMPLES:,} training samples, 0.3 from there (see auto_learning_rate).",
     )
     subsample: float = Field(0.8, gt=0.0, le=1.0, description="Share of training rows sampled per tree.")
     colsample_bytree: float = Field(0.8, gt=0.0, le=1.0, description="Share of features sampled per tree.")
@@ -78,10 +90,13 @@ class Options(StrictModel):
         "common ones; 'none': every sample weighs 1.",
     )
     min_samples_per_class: int = Field(
-        20, ge=1, description="A class with fewer training samples than this is an error (or dropped, see below)."
+        20, ge=1, description="A class with fewer training samples than this is rare: dropped, or an error (below)."
     )
     drop_rare_classes: bool = Field(
-        False, description="Drop classes below min_samples_per_class (recorded in the metadata) instead of failing."
+        True,
+        description="Rare classes (fewer than min_samples_per_class training samples) are dropped: a warning names "
+        "each, the metadata lists them (data.dropped_classes) and their test samples still count, as errors. "
+        "False: a rare class is an error naming it.",
     )
 
 
@@ -200,12 +215,26 @@ def balanced_weights(y_encoded: np.ndarray, n_classes: int) -> np.ndarray:
     return per_class[y_encoded].astype(np.float32)
 
 
-def xgb_params(options: Options, n_classes: int) -> dict[str, Any]:
+def auto_learning_rate(options: Options, n_train: int) -> float:
+    """The learning rate (eta) used for ``n_train`` training samples.
+
+    ``'auto'`` is 0.1 below :data:`AUTO_ETA_SAMPLES` training samples and 0.3 from there. Measured: on 420
+    real crop parcels (about 340 training samples per fold; 5-fold CV, 6 repeats) eta 0.3 reaches the
+    validation optimum after about 9 rounds and loses 0.016-0.020 macro-F1 against 0.1; on the demo and the
+    benchmark tile (tens of thousands of pixels) both reach the same test accuracy (0.994), 0.3 with a third
+    of the trees, so maps are predicted about three times faster.
+    """
+    if options.learning_rate != "auto":
+        return float(options.learning_rate)
+    return AUTO_ETA_SMALL if n_train < AUTO_ETA_SAMPLES else AUTO_ETA_LARGE
+
+
+def xgb_params(options: Options, n_classes: int, n_train: int = AUTO_ETA_SAMPLES) -> dict[str, Any]:
     """Native XGBoost parameters equivalent to ``XGBClassifier(tree_method="hist", ...)`` with ``options``."""
     params: dict[str, Any] = {
         "tree_method": "hist",
         "max_depth": options.max_depth,
-        "eta": options.learning_rate,
+        "eta": auto_learning_rate(options, n_train),
         "subsample": options.subsample,
         "colsample_bytree": options.colsample_bytree,
         "seed": options.seed,
@@ -237,7 +266,7 @@ def train_booster(
     weighted = options.class_weighting == "balanced"
     w_train = balanced_weights(y_train, n_classes) if weighted else None
     dtrain = xgb.QuantileDMatrix(X_train, label=y_train, weight=w_train, missing=np.nan)
-    params = xgb_params(options, n_classes)
+    params = xgb_params(options, n_classes, len(y_train))
     use_validation = X_val is not None and y_val is not None and len(y_val) > 0
     if use_validation:
         assert X_val is not None and y_val is not None
@@ -341,7 +370,7 @@ def train_and_evaluate(
         "label_encoding": {"class_ids": class_ids, "class_names": [names[c] for c in class_ids]},
         "seed": options.seed,
         "hyperparameters": options.model_dump(),
-        "xgboost_params": xgb_params(options, n_classes),
+        "xgboost_params": xgb_params(options, n_classes, int(train_rows.sum())),
         "best_iteration": best,
         "n_rounds": int(booster.num_boosted_rounds()),
         "early_stopping": early,

@@ -203,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         "overall_accuracy": evaluation.get("overall_accuracy"),
         "change_precision": evaluation.get("change_precision"),
         "change_recall": evaluation.get("change_recall"),
+        "change_precision_with_tolerance": ((evaluation.get("change_accuracy") or {}).get("detections") or {}).get(
+            "precision_with_tolerance"
+        ),
         "test_overall_accuracy": metrics.get("overall_accuracy"),
         **_area_adjusted_summary(area_adjusted),
         "class_areas_km2": class_areas,
@@ -222,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"map accuracy vs truth (tiles not used for training): {summary['overall_accuracy']}")
     print(_area_adjusted_line(area_adjusted))
     print(f"change precision / recall (by area): {summary['change_precision']} / {summary['change_recall']}")
+    print(f"change precision counting late detections: {summary['change_precision_with_tolerance']}")
     print(f"number of changes: {summary['n_changes']}")
     print(f"class areas (km²): {summary['class_areas_km2']}")
     print("seconds per stage: " + ", ".join(f"{k} {v}" for k, v in summary["stage_seconds"].items()))

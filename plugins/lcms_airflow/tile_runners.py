@@ -8,8 +8,10 @@ by editing DAG files:
 * ``ecs``: the mapped task is the Amazon provider's ``EcsRunTaskOperator``
   running the LCMS image with ``lcms run <stage> --batch <id> ...``, the same
   entry point; settings from ``LCMS_ECS_CLUSTER``, ``LCMS_ECS_TASK_DEFINITION``,
-  ``LCMS_ECS_CONTAINER``, ``LCMS_ECS_SUBNETS``, ``LCMS_ECS_SECURITY_GROUPS``,
-  ``LCMS_ECS_LAUNCH_TYPE`` and the Airflow connection ``LCMS_AWS_CONN_ID``.
+  ``LCMS_ECS_CONTAINER``, ``LCMS_ECS_LAUNCH_TYPE``, ``LCMS_ECS_SUBNETS``,
+  ``LCMS_ECS_SECURITY_GROUPS``, ``LCMS_ECS_ASSIGN_PUBLIC_IP``, ``LCMS_ECS_POLL_SECONDS``,
+  ``LCMS_ECS_AWSLOGS_GROUP`` / ``_STREAM_PREFIX`` / ``_REGION`` and the Airflow connection
+  ``LCMS_AWS_CONN_ID`` (see :class:`EcsRunner` and the README).
 """
 
 from __future__ import annotations
@@ -171,33 +173,87 @@ class LocalRunner:
 
 
 class EcsRunner:
-    """Runs each batch as an ECS task of the LCMS image."""
+    """Runs each batch as an ECS task of the LCMS image (``lcms run <stage> --batch ...``).
+
+    The operator is :class:`~lcms_airflow.ecs_operator.LcmsEcsRunTaskOperator` (the provider's
+    ``EcsRunTaskOperator``): it starts the task with ``startedBy`` derived from the task instance
+    (dag, task, run, map index) and, with ``reattach=True``, a retry of an Airflow task whose ECS task
+    is still running (a worker lost mid-wait) attaches to that task instead of starting a second one.
+    It polls ``DescribeTasks`` every ``LCMS_ECS_POLL_SECONDS`` in the worker (not deferrable: that
+    needs aiobotocore and a triggerer), stops the ECS task when the Airflow task is killed or times
+    out, and, with ``LCMS_ECS_AWSLOGS_GROUP``, copies the container's CloudWatch log into the task log.
+    """
+
+    LAUNCH_TYPES = ("FARGATE", "EC2", "EXTERNAL", "")
 
     def __init__(self) -> None:
-        self.cluster = os.environ.get("LCMS_ECS_CLUSTER", "lcms")
-        self.task_definition = os.environ.get("LCMS_ECS_TASK_DEFINITION", "lcms-worker")
-        self.container = os.environ.get("LCMS_ECS_CONTAINER", "lcms")
-        self.launch_type = os.environ.get("LCMS_ECS_LAUNCH_TYPE", "FARGATE")
-        self.aws_conn_id = os.environ.get("LCMS_AWS_CONN_ID", "aws_default")
-        subnets = [s for s in os.environ.get("LCMS_ECS_SUBNETS", "").split(",") if s]
-        groups = [s for s in os.environ.get("LCMS_ECS_SECURITY_GROUPS", "").split(",") if s]
-        self.network = {"awsvpcConfiguration": {"subnets": subnets, "securityGroups": groups}} if subnets else None
+        env = os.environ.get
+        self.cluster = env("LCMS_ECS_CLUSTER", "lcms")
+        self.task_definition = env("LCMS_ECS_TASK_DEFINITION", "lcms-worker")
+        self.container = env("LCMS_ECS_CONTAINER", "lcms")
+        self.launch_type = env("LCMS_ECS_LAUNCH_TYPE", "FARGATE").strip().upper()
+        if self.launch_type not in self.LAUNCH_TYPES:
+            raise ValueError(
+                f"LCMS_ECS_LAUNCH_TYPE={self.launch_type!r} is not an ECS launch type: use FARGATE, EC2, EXTERNAL "
+                "or empty (the cluster's default capacity provider strategy)"
+            )
+        self.aws_conn_id = env("LCMS_AWS_CONN_ID", "aws_default")
+        subnets = [s.strip() for s in env("LCMS_ECS_SUBNETS", "").split(",") if s.strip()]
+        groups = [s.strip() for s in env("LCMS_ECS_SECURITY_GROUPS", "").split(",") if s.strip()]
+        public_ip = env("LCMS_ECS_ASSIGN_PUBLIC_IP", "").strip().upper()
+        if public_ip not in ("", "ENABLED", "DISABLED"):
+            raise ValueError(f"LCMS_ECS_ASSIGN_PUBLIC_IP={public_ip!r}: use ENABLED or DISABLED")
+        if self.launch_type == "FARGATE" and not subnets:
+            # ECS refuses every such RunTask ("Network Configuration must be provided when networkMode
+            # 'awsvpc' is specified"): say so when the DAGs are parsed, not at the first batch.
+            raise ValueError("LCMS_ECS_SUBNETS is empty: FARGATE tasks run in awsvpc mode and need subnet ids")
+        self.network: dict[str, Any] | None = None
+        if subnets:
+            vpc: dict[str, Any] = {"subnets": subnets, "securityGroups": groups}
+            if public_ip:
+                vpc["assignPublicIp"] = public_ip
+            self.network = {"awsvpcConfiguration": vpc}
+        self.awslogs_group = env("LCMS_ECS_AWSLOGS_GROUP", "").strip() or None
+        self.awslogs_stream_prefix = env("LCMS_ECS_AWSLOGS_STREAM_PREFIX", "").strip() or "ecs"
+        self.awslogs_region = env("LCMS_ECS_AWSLOGS_REGION", "").strip() or None
+        raw = env("LCMS_ECS_POLL_SECONDS", "").strip() or "6"
+        try:
+            self.poll_seconds = float(raw)
+        except ValueError:
+            raise ValueError(f"LCMS_ECS_POLL_SECONDS={raw!r} is not a number of seconds") from None
+        if self.poll_seconds <= 0:
+            raise ValueError(f"LCMS_ECS_POLL_SECONDS={raw!r} must be > 0")
 
-    def _operator(self, task_id: str, stage: str) -> Any:
-        from airflow.providers.amazon.aws.operators.ecs import EcsRunTaskOperator
-
+    def operator_kwargs(self, task_id: str, stage: str) -> dict[str, Any]:
+        """The operator's arguments, except ``overrides`` (one per batch)."""
         kwargs: dict[str, Any] = {
             "task_id": task_id,
             "cluster": self.cluster,
             "task_definition": self.task_definition,
-            "launch_type": self.launch_type,
+            "launch_type": self.launch_type or None,
+            # The log stream is <prefix>/<container>/<task id>; without the name the provider sleeps
+            # 10 + 30 s after each RunTask to look it up.
+            "container_name": self.container,
             "aws_conn_id": self.aws_conn_id,
+            "reattach": True,
             "wait_for_completion": True,
+            "deferrable": False,  # not [operators] default_deferrable: no aiobotocore in the image
+            "waiter_delay": self.poll_seconds,
             "execution_timeout": LocalRunner.timeout(stage),
         }
         if self.network:
             kwargs["network_configuration"] = self.network
-        return EcsRunTaskOperator.partial(**kwargs)
+        if self.awslogs_group:
+            kwargs["awslogs_group"] = self.awslogs_group
+            kwargs["awslogs_stream_prefix"] = self.awslogs_stream_prefix
+            if self.awslogs_region:
+                kwargs["awslogs_region"] = self.awslogs_region
+        return kwargs
+
+    def _operator(self, task_id: str, stage: str, **extra: Any) -> Any:
+        from lcms_airflow.ecs_operator import LcmsEcsRunTaskOperator
+
+        return LcmsEcsRunTaskOperator.partial(**self.operator_kwargs(task_id, stage), **extra)
 
     def _overrides(self, stage: str, task_id: str) -> Any:
         container = self.container
@@ -210,7 +266,13 @@ class EcsRunner:
         return overrides
 
     def map_batches(self, stage: str, items: Any) -> Any:
-        return self._operator("run_batch", stage).expand(overrides=self._overrides(stage, "ecs_commands")(items))
+        # The batch id as the mapped task's name in the UI, read from its command.
+        batch = (
+            "{% set c = task.overrides['containerOverrides'][0]['command'] %}"
+            "{{ c[c.index('--batch') + 1] if '--batch' in c else '' }}"
+        )
+        operator = self._operator("run_batch", stage, map_index_template=batch)
+        return operator.expand(overrides=self._overrides(stage, "ecs_commands")(items))
 
     def run_season(self, stage: str, specs: Any) -> Any:
         return self._operator("run_season", stage).expand(overrides=self._overrides(stage, "ecs_commands")(specs))

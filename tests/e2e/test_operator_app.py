@@ -15,6 +15,11 @@ Playwright) then does what an operator does:
   the first operator's ``c`` on it gets the 409, which the page shows with the current state and a
   reload; a viewer can read but not decide.
 
+In Assessment (a second test on the same project and service), a 2024 sample design is drawn with
+``lcms accuracy design`` into the season's accuracy folder; the validator labels two points with the keys
+``1`` and ``2`` from the imagery alone (the page must ask for no map, pixel or change data), the store
+holds exactly those labels and an admin's export writes them to labels.csv.
+
 The store and the audit table (``lcms.decisions``) must then hold exactly those decisions, every request
 of the page must have gone to the service itself (no CDN), and the page must have thrown no error.
 Screenshots of each step are saved under the test's temporary folder (printed at the end).
@@ -22,6 +27,7 @@ Screenshots of each step are saved under the test's temporary folder (printed at
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -362,3 +368,126 @@ def polygon_rings(geometry: dict[str, Any]) -> list[list[list[float]]]:
     if geometry["type"] == "Polygon":
         return list(geometry["coordinates"])
     return [ring for polygon in geometry["coordinates"] for ring in polygon]
+
+
+def test_blind_assessment_in_the_browser(service: ServiceProcess, project: Path, store_db: str) -> None:  # noqa: F811
+    """Assessment: a validator labels two sample points of 2024's design with the keyboard, from imagery only.
+
+    The design is drawn with ``lcms accuracy design`` into the season's accuracy folder (where the reporting
+    stage looks). The page must never ask for the map, pixel or change tiles while labelling, the blind
+    answers must hold nothing of the map, and the labels must be in the store; an admin's export then
+    writes labels.csv with exactly those two references.
+    """
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent (Debian's chromium package; `make setup` installs it as root)")
+    from playwright.sync_api import expect, sync_playwright
+
+    from lcms_tasks.config import load_config
+    from lcms_tasks.storage import Storage
+
+    lcms = Path(sys.executable).with_name("lcms")
+    cfg = load_config(project, check_files=False)
+    storage = Storage(cfg.storage_root)
+    folder = storage.local_path(storage.uri(cfg.project, "2024", "accuracy"))
+    proc = subprocess.run(
+        [
+            *(str(lcms), "accuracy", "design", "--config", str(project), "--season", "2024", "--out", str(folder)),
+            *("--no-change-strata", "--sample-size", "10", "--min-per-stratum", "1", "--seed", "5"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    with (folder / "points.csv").open() as fh:
+        design_points = [row["point_id"] for row in csv.DictReader(fh)]
+    boss = "dora"
+    added = subprocess.run(
+        [str(lcms), "users", "add", boss, "--role", "admin", "--config", str(project)],
+        input="dora-exports-2024\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert added.returncode == 0, added.stderr
+
+    artefacts = Path(os.environ.get("LCMS_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
+    shots = artefacts / "operator-app"
+    shots.mkdir(parents=True, exist_ok=True)
+    requests: list[str] = []
+    page_errors: list[str] = []
+    console_errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        page.set_default_timeout(30_000)
+        page.on("request", lambda r: requests.append(r.url))
+        page.on("pageerror", lambda e: page_errors.append(str(e)))
+        page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+        try:
+            page.goto(f"{service.url}/#assess")
+            page.get_by_label("User name").fill(OPERATOR)
+            page.get_by_label("Password").fill(PASSWORDS[OPERATOR])
+            with page.expect_response(lambda r: r.url.endswith("/api/assessment/2024")) as design_answer:
+                page.get_by_role("button", name="Log in").click()
+            blind = design_answer.value.json()
+            assert not {"map_class", "stratum", "change", "inclusion_probability"} & {
+                k for p in blind["points"] for k in p
+            }
+            assert "stratum" not in design_answer.value.text() and "map_class" not in design_answer.value.text()
+            expect(page.locator("#view-assess")).to_be_visible()
+            expect(page.locator("#assess-list .queue-item")).to_have_count(len(design_points))
+            expect(page.locator("body")).to_have_attribute("data-point-id", design_points[0])
+            expect(page.locator("#assess-counts")).to_have_attribute("data-left", str(len(design_points)))
+            page.wait_for_timeout(1500)  # let the imagery draw
+            page.screenshot(path=str(shots / "assessment-1-first-point.png"))
+
+            legend = {c["key"]: c for c in blind["legend"]}
+            for key, point, following in (
+                ("1", design_points[0], design_points[1]),
+                ("2", design_points[1], design_points[2]),
+            ):
+
+                def is_label_post(r: Any, p: str = point) -> bool:
+                    return bool(r.request.method == "POST" and r.url.endswith(f"/points/{p}/label"))
+
+                with page.expect_response(is_label_post) as answer:
+                    page.keyboard.press(key)
+                assert answer.value.status == 200, answer.value.text()
+                expect(page.locator("body")).to_have_attribute("data-point-id", following)
+            expect(page.locator("#assess-counts")).to_have_attribute("data-done", "2")
+            expect(page.locator("#assess-counts")).to_have_attribute("data-left", str(len(design_points) - 2))
+            expect(page.locator(f"#assess-list .queue-item[data-id='{design_points[0]}']")).to_contain_text(
+                legend["1"]["name"]
+            )
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(shots / "assessment-2-two-labelled.png"))
+        except Exception as err:
+            page.screenshot(path=str(shots / "assessment-failure.png"))
+            err.add_note(f"screenshots: {shots}")
+            raise
+        finally:
+            browser.close()
+
+    assert any("/api/imagery/2024/tiles/" in u for u in requests), "the imagery was not shown"
+    shown_map = [u for u in requests if "/api/maps/" in u or "/api/pixel" in u or "/ogc/" in u or "/api/changes" in u]
+    assert shown_map == [], f"the assessment asked for the map: {shown_map[:5]}"
+    assert page_errors == [], page_errors
+    assert [m for m in console_errors if not m.endswith("status of 401 (Unauthorized)")] == []
+    labels = store_rows(
+        store_db, "SELECT point_id, labelled_by, reference_class, version FROM lcms.accuracy_labels ORDER BY id"
+    )
+    assert labels == [
+        (design_points[0], OPERATOR, legend["1"]["id"], 1),
+        (design_points[1], OPERATOR, legend["2"]["id"], 1),
+    ]
+    PASSWORDS[boss] = "dora-exports-2024"
+    exported = ApiClient(service.url, boss).call("POST", "/api/assessment/2024/export")
+    assert (exported["labelled"], exported["unlabelled"], exported["labellers"]) == (
+        2,
+        len(design_points) - 2,
+        [OPERATOR],
+    )
+    with (folder / "labels.csv").open() as fh:
+        references = {row["point_id"]: row["reference"] for row in csv.DictReader(fh) if row["reference"]}
+    assert references == {design_points[0]: legend["1"]["name"], design_points[1]: legend["2"]["name"]}

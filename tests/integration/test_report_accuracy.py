@@ -159,3 +159,20 @@ def test_lcms_accuracy_assess_reproduces_the_report(processed: Path, capsys: pyt
         assert result["area"][name] == pytest.approx(100 * block["area"][name])  # ha, the report's km²
         ours, theirs = block["users_accuracy"][name], result["users_accuracy"][name]
         assert theirs == ours if ours is None else theirs == pytest.approx(ours)
+
+
+def test_change_timing_agrees_with_the_same_season_evaluation(processed: Path) -> None:
+    """The tolerant change accuracy's on-time part is the plain same-season overlap; late + false split the rest."""
+    rep, folder, _ = _report(processed)
+    ev = rep["evaluation"]
+    block = ev["change_accuracy"]
+    assert block["season"] == SEASON and block["tolerance_seasons"] == 1
+    d = block["detections"]
+    assert d["detected_km2"] == pytest.approx(ev["predicted_change_area_km2"])
+    assert d["on_time_km2"] == pytest.approx(ev["intersection_change_area_km2"])
+    assert d["on_time_km2"] + d["late_km2"] + d["false_km2"] == pytest.approx(d["detected_km2"])
+    assert d["precision"] == pytest.approx(ev["change_precision"])
+    assert d["precision_with_tolerance"] >= d["precision"]
+    assert block["reference"]["recall"] == pytest.approx(ev["change_recall"])
+    assert block["completed_reference"]["season"] == "2023"  # the season the tolerance reaches back to
+    assert "Change timing (tolerance: 1 season)" in (folder / "report.html").read_text()

@@ -28,7 +28,10 @@ def test_upgrade_from_empty_creates_the_schema_and_is_idempotent(empty_db: str) 
     assert upgrade(empty_db) == SCHEMA_REVISION
     assert rows(empty_db, "SELECT extname FROM pg_extension WHERE extname = 'postgis'") == [("postgis",)]
     tables = {r[0] for r in rows(empty_db, "SELECT tablename FROM pg_tables WHERE schemaname = 'lcms'")}
-    assert tables == {"alembic_version", "changes", "decisions", "detection_links", "loads", "users", "sessions"}
+    assert tables == {
+        *("alembic_version", "changes", "decisions", "detection_links", "loads", "users", "sessions"),
+        *("accuracy_labels", "accuracy_label_history"),
+    }
     columns = dict(
         rows(
             empty_db,

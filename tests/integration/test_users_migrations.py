@@ -60,11 +60,11 @@ def downgrade(url: str, revision: str) -> None:
 
 
 def test_the_schema_revision_is_the_head() -> None:
-    assert SCHEMA_REVISION == head_revision() == "0002"
+    assert SCHEMA_REVISION == head_revision() == "0003"
 
 
 def test_up_from_empty(empty_db: str) -> None:
-    assert upgrade(empty_db) == "0002"
+    assert upgrade(empty_db) == SCHEMA_REVISION
     assert {"users", "sessions"} <= tables(empty_db)
     assert columns(empty_db, "users") == {
         "id": "int8",
@@ -82,7 +82,7 @@ def test_up_from_empty(empty_db: str) -> None:
         "expires_at": "timestamptz",
         "last_seen": "timestamptz",
     }
-    assert upgrade(empty_db) == "0002"  # idempotent
+    assert upgrade(empty_db) == SCHEMA_REVISION  # idempotent
 
 
 def test_up_from_0001_keeps_the_data_and_down_again(empty_db: str) -> None:
@@ -96,8 +96,8 @@ def test_up_from_0001_keeps_the_data_and_down_again(empty_db: str) -> None:
         "'built-up', 100, 0.9, 'r', '2024-04-01', ST_Multi(ST_MakeEnvelope(45, 40, 45.001, 40.001, 4326)))",
         change,
     )
-    assert upgrade(empty_db) == "0002"
-    assert current_revision(empty_db) == "0002"
+    assert upgrade(empty_db) == SCHEMA_REVISION
+    assert current_revision(empty_db) == SCHEMA_REVISION
     assert rows(empty_db, "SELECT id::text FROM lcms.changes") == [(change,)]
     assert {"users", "sessions"} <= tables(empty_db)
 
@@ -105,7 +105,7 @@ def test_up_from_0001_keeps_the_data_and_down_again(empty_db: str) -> None:
     assert current_revision(empty_db) == "0001"
     assert not {"users", "sessions"} & tables(empty_db)
     assert rows(empty_db, "SELECT id::text FROM lcms.changes") == [(change,)]
-    assert upgrade(empty_db) == "0002"
+    assert upgrade(empty_db) == SCHEMA_REVISION
 
 
 def test_table_guards(empty_db: str) -> None:

@@ -138,7 +138,8 @@ def test_training_is_deterministic(project_dir: Path) -> None:
 
 
 def test_rare_class_fails_naming_it_and_writes_nothing(project_dir: Path) -> None:
-    ctx = make_ctx(project_dir)
+    # Rare classes are dropped by default (below); an error only when asked for.
+    ctx = make_ctx(project_dir, stages={"training": {**FAST, "drop_rare_classes": False}})
     write_dataset(ctx, *synthetic_dataset({**BALANCED, 5: (7, 5, 5)}))
     with pytest.raises(StageError, match=r"class 5 'built-up' has 7 training samples.*min_samples_per_class=20"):
         training.run(ctx)
@@ -146,7 +147,8 @@ def test_rare_class_fails_naming_it_and_writes_nothing(project_dir: Path) -> Non
 
 
 def test_drop_rare_classes(project_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
-    ctx = make_ctx(project_dir, stages={"training": {**FAST, "drop_rare_classes": True}})
+    ctx = make_ctx(project_dir)  # the default rule: rare classes are dropped and reported
+    assert ctx.config.stages.training.drop_rare_classes is True
     write_dataset(ctx, *synthetic_dataset({**BALANCED, 5: (7, 5, 5)}))
     with caplog.at_level(logging.WARNING, logger="lcms_tasks.stages.training"):
         uri = training.run(ctx)[0]
@@ -206,6 +208,21 @@ def test_pure_helpers() -> None:
     assert w.sum() == pytest.approx(len(enc))
     params = training.xgb_params(training.Options(), 5)
     assert params["tree_method"] == "hist" and params["num_class"] == 5 and "nthread" not in params
+
+
+def test_auto_learning_rate_depends_on_the_training_set_size() -> None:
+    auto = training.Options()
+    assert auto.learning_rate == "auto"
+    assert training.auto_learning_rate(auto, 340) == 0.1
+    assert training.auto_learning_rate(auto, training.AUTO_ETA_SAMPLES - 1) == 0.1
+    assert training.auto_learning_rate(auto, training.AUTO_ETA_SAMPLES) == 0.3
+    assert training.xgb_params(auto, 3, 500)["eta"] == 0.1
+    fixed = training.Options(learning_rate=0.25)
+    assert training.auto_learning_rate(fixed, 340) == training.auto_learning_rate(fixed, 10**6) == 0.25
+    with pytest.raises(ValueError):
+        training.Options(learning_rate="fast")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        training.Options(learning_rate=0.0)
 
 
 def test_early_stopping_truncates_the_stored_model(project_dir: Path) -> None:

@@ -129,6 +129,13 @@ export const api = {
   change: (id) => request("GET", `api/changes/${encodeURIComponent(id)}`),
   decide: (id, decision) => request("POST", `api/changes/${encodeURIComponent(id)}/decisions`, { body: decision }),
   stats: (params) => request("GET", "api/stats", { params }),
+  assessmentDesigns: () => request("GET", "api/assessment/designs"),
+  assessment: (season) => request("GET", `api/assessment/${encodeURIComponent(season)}`),
+  labelPoint: (season, pointId, label) =>
+    request("POST", `api/assessment/${encodeURIComponent(season)}/points/${encodeURIComponent(pointId)}/label`, {
+      body: label,
+    }),
+  exportLabels: (season) => request("POST", `api/assessment/${encodeURIComponent(season)}/export`),
 };
 
 /** Tile URL templates of the service's raster and vector tiles. */

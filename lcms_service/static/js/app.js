@@ -1,21 +1,23 @@
-// The operator application: log in, then the Viewer (#viewer) or the Validation Tool (#validate, or
-// #validate/<change id> to open one change). Views are built the first time they are shown (MapLibre needs
+// The operator application: log in, then the Viewer (#viewer), the Validation Tool (#validate, or
+// #validate/<change id> to open one change) or the blind Assessment of accuracy sample points (#assess). Views are built the first time they are shown (MapLibre needs
 // a visible container to size its maps) and kept afterwards.
 
 import { api, onUnauthorized, setCsrfToken } from "./api.js";
+import { Assessment } from "./assess.js";
 import { $, announce } from "./dom.js";
 import { focusLogin, setUpLogin } from "./login.js";
-import { session } from "./session.js";
+import { hasRole, session } from "./session.js";
 import { ValidationTool } from "./validate.js";
 import { Viewer } from "./viewer.js";
 
-const VIEWS = ["login", "viewer", "validate"];
-const TITLES = { login: "Log in", viewer: "Viewer", validate: "Validation Tool" };
+const VIEWS = ["login", "viewer", "validate", "assess"];
+const TITLES = { login: "Log in", viewer: "Viewer", validate: "Validation Tool", assess: "Assessment" };
+const MAKERS = { viewer: () => new Viewer(), validate: () => new ValidationTool(), assess: () => new Assessment() };
 const built = {};
 
 function showOnly(name) {
   for (const id of VIEWS) $(`#view-${id}`).hidden = id !== name;
-  for (const id of ["viewer", "validate"]) {
+  for (const id of ["viewer", "validate", "assess"]) {
     const link = $(`#nav-${id}`);
     if (id === name) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
@@ -27,10 +29,11 @@ function showOnly(name) {
 async function route() {
   if (!session.user) return;
   const [name, ...rest] = location.hash.replace(/^#\/?/, "").split("/");
-  const view = name === "validate" ? "validate" : "viewer";
+  // Assessment is for labellers (validator or admin) only: a viewer's #assess shows the Viewer.
+  const view = name === "validate" || (name === "assess" && hasRole("validator")) ? name : "viewer";
   showOnly(view);
   try {
-    if (!built[view]) built[view] = view === "viewer" ? new Viewer() : new ValidationTool();
+    if (!built[view]) built[view] = MAKERS[view]();
     await built[view].show(rest.length ? decodeURIComponent(rest.join("/")) : undefined);
   } catch (err) {
     console.error(err);
@@ -52,6 +55,7 @@ async function signedIn(me) {
   $("#user-role").textContent = me.role;
   $("#user-box").hidden = false;
   $("#nav").hidden = false;
+  $("#nav-assess").hidden = !hasRole("validator");
   document.body.classList.toggle("read-only", !["validator", "admin"].includes(me.role));
   announce("");
   if (!session.projects.length) {
