@@ -59,6 +59,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory, project_config: Path) -> Ite
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
             # Runs without upstream data fail; let them fail at once instead of retrying.
             "LCMS_TASK_RETRIES": "0",
+            # The runs these tests trigger start (the scheduler moves them to running) but run no task: with
+            # tasks, the form-default download runs would download and their assets start the chain in the
+            # background, whose task processes then write to the one SQLite file while the next test
+            # triggers (seen: a trigger or a run update waiting more than 60 s for the database lock). How
+            # runs end is the chain tests' business.
+            "AIRFLOW__CORE__DEFAULT_POOL_TASK_SLOT_COUNT": "0",
         },
     )
     try:
@@ -93,14 +99,6 @@ def form_defaults(af: LocalAirflow, dag_id: str) -> dict[str, Any]:
 def get_run(af: LocalAirflow, dag_id: str, run_id: str) -> dict[str, Any]:
     run: dict[str, Any] = af.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}")
     return run
-
-
-def stop_run(af: LocalAirflow, dag_id: str, run_id: str) -> None:
-    """Mark a run these tests triggered as failed, so that it stops: left running, a download run would download
-    and its asset start the whole chain in the background, whose task processes write to the one SQLite file at
-    the same time as the next test's trigger (seen: a trigger waiting more than 60 s for the database lock)."""
-    path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
-    af.api("PATCH", path, {"state": "failed"})
 
 
 # Runs first, on the fresh database (pytest keeps the file's order).
@@ -169,7 +167,6 @@ def test_trigger_form_in_the_browser(stack: LocalAirflow, project_config: Path, 
         assert time.monotonic() < deadline, f"the run never started: {now}"
         time.sleep(1)
     assert now["state"] != "queued", now
-    stop_run(stack, "lcms_download", run["dag_run_id"])
 
 
 @pytest.mark.parametrize("form", ["empty conf", "form defaults"])
@@ -190,4 +187,3 @@ def test_every_dag_accepts_a_trigger(stack: LocalAirflow, project_config: Path, 
     assert run["dag_id"] == dag_id and run["run_type"] == "manual" and run["state"] in STARTED
     assert run["conf"] == body["conf"]
     assert {r["run_id"] for r in stack.runs(dag_id)} - before == {run["dag_run_id"]}
-    stop_run(stack, dag_id, run["dag_run_id"])
