@@ -37,87 +37,61 @@ def _union(geoms: Iterable[Any]) -> Any:
 
 
 @dataclass(frozen=True)
-class DetectionAreas:
-    """Detected change area of one season split into on time, late and false (m²)."""
+class TimingAreas:
+    """A change area split by timing (m²): ``total``, the part found in the same season (``on_time``), the
+    part found within the tolerance but not on time (``late``) and the rest (``rest``: false detections for
+    detected changes, missed ones for reference changes)."""
 
-    detected_m2: float = 0.0
+    total_m2: float = 0.0
     on_time_m2: float = 0.0
     late_m2: float = 0.0
 
     @property
-    def false_m2(self) -> float:
-        return max(self.detected_m2 - self.on_time_m2 - self.late_m2, 0.0)
+    def rest_m2(self) -> float:
+        return max(self.total_m2 - self.on_time_m2 - self.late_m2, 0.0)
 
-    def __add__(self, other: DetectionAreas) -> DetectionAreas:
-        return DetectionAreas(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
-
-
-@dataclass(frozen=True)
-class ReferenceAreas:
-    """Reference change area of one season split into detected on time, detected late and missed (m²)."""
-
-    reference_m2: float = 0.0
-    on_time_m2: float = 0.0
-    late_m2: float = 0.0
-
-    @property
-    def missed_m2(self) -> float:
-        return max(self.reference_m2 - self.on_time_m2 - self.late_m2, 0.0)
-
-    def __add__(self, other: ReferenceAreas) -> ReferenceAreas:
-        return ReferenceAreas(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+    def __add__(self, other: TimingAreas) -> TimingAreas:
+        return TimingAreas(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
 
-def detection_areas(
-    detected: Iterable[Any], reference_same: Iterable[Any], reference_before: Iterable[Any]
-) -> DetectionAreas:
-    """Split one season's detections: on time (in that season's reference changes), late (in the earlier
-    seasons' within the tolerance, and not on time), false (the rest)."""
+def timing_areas(changes: Iterable[Any], same_season: Iterable[Any], within_tolerance: Iterable[Any]) -> TimingAreas:
+    """Split the dissolved ``changes`` of one season against the other side's polygons: on time (inside
+    ``same_season``), late (inside ``within_tolerance`` and not on time), the rest.
+
+    For detections, the other side is the reference changes of the same season and of the seasons before
+    within the tolerance; for reference changes, the detections of the same season and of the seasons after.
+    """
     import shapely
 
-    d, same, before = _union(detected), _union(reference_same), _union(reference_before)
-    on_time = shapely.intersection(d, same)
-    late = shapely.intersection(shapely.difference(d, same), before)
-    return DetectionAreas(float(d.area), float(on_time.area), float(late.area))
-
-
-def reference_areas(
-    reference: Iterable[Any], detected_same: Iterable[Any], detected_after: Iterable[Any]
-) -> ReferenceAreas:
-    """Split one season's reference changes: detected on time, detected late (by the later seasons' maps
-    within the tolerance, and not on time), missed (the rest)."""
-    import shapely
-
-    r, same, after = _union(reference), _union(detected_same), _union(detected_after)
-    on_time = shapely.intersection(r, same)
-    late = shapely.intersection(shapely.difference(r, same), after)
-    return ReferenceAreas(float(r.area), float(on_time.area), float(late.area))
+    a, same, other = _union(changes), _union(same_season), _union(within_tolerance)
+    on_time = shapely.intersection(a, same)
+    late = shapely.intersection(shapely.difference(a, same), other)
+    return TimingAreas(float(a.area), float(on_time.area), float(late.area))
 
 
 def _ratio(num: float, den: float) -> float | None:
     return num / den if den > 0 else None
 
 
-def detection_scores(areas: DetectionAreas) -> dict[str, Any]:
+def _scores(areas: TimingAreas, total: str, rest: str, ratio: str) -> dict[str, Any]:
     return {
-        "detected_km2": areas.detected_m2 / 1e6,
+        f"{total}_km2": areas.total_m2 / 1e6,
         "on_time_km2": areas.on_time_m2 / 1e6,
         "late_km2": areas.late_m2 / 1e6,
-        "false_km2": areas.false_m2 / 1e6,
-        "precision": _ratio(areas.on_time_m2, areas.detected_m2),
-        "precision_with_tolerance": _ratio(areas.on_time_m2 + areas.late_m2, areas.detected_m2),
+        f"{rest}_km2": areas.rest_m2 / 1e6,
+        ratio: _ratio(areas.on_time_m2, areas.total_m2),
+        f"{ratio}_with_tolerance": _ratio(areas.on_time_m2 + areas.late_m2, areas.total_m2),
     }
 
 
-def reference_scores(areas: ReferenceAreas) -> dict[str, Any]:
-    return {
-        "reference_km2": areas.reference_m2 / 1e6,
-        "on_time_km2": areas.on_time_m2 / 1e6,
-        "late_km2": areas.late_m2 / 1e6,
-        "missed_km2": areas.missed_m2 / 1e6,
-        "recall": _ratio(areas.on_time_m2, areas.reference_m2),
-        "recall_with_tolerance": _ratio(areas.on_time_m2 + areas.late_m2, areas.reference_m2),
-    }
+def detection_scores(areas: TimingAreas) -> dict[str, Any]:
+    """Detected changes: ``detected_km2``, on time, late, ``false_km2``, ``precision`` (with tolerance)."""
+    return _scores(areas, "detected", "false", "precision")
+
+
+def reference_scores(areas: TimingAreas) -> dict[str, Any]:
+    """Reference changes: ``reference_km2``, on time, late, ``missed_km2``, ``recall`` (with tolerance)."""
+    return _scores(areas, "reference", "missed", "recall")
 
 
 @dataclass(frozen=True)
@@ -130,19 +104,19 @@ class TileChanges:
 
 def tile_tallies(
     tile: TileChanges, seasons: Sequence[str], season: str, tolerance: int
-) -> tuple[DetectionAreas, ReferenceAreas, ReferenceAreas | None]:
+) -> tuple[TimingAreas, TimingAreas, TimingAreas | None]:
     """For the report of ``season`` (seasons in order): its detections' split, its reference changes' split
     (on time only: later maps do not exist yet), and the completed split of the reference changes of the
     season ``tolerance`` before it (None when there is no such season or the tolerance is 0)."""
     i = seasons.index(season)
     before = [g for s in seasons[max(0, i - tolerance) : i] for g in tile.reference.get(s, ())]
-    det = detection_areas(tile.detected.get(season, ()), tile.reference.get(season, ()), before)
-    ref_now = reference_areas(tile.reference.get(season, ()), tile.detected.get(season, ()), ())
+    det = timing_areas(tile.detected.get(season, ()), tile.reference.get(season, ()), before)
+    ref_now = timing_areas(tile.reference.get(season, ()), tile.detected.get(season, ()), ())
     completed = None
     if tolerance > 0 and i - tolerance >= 0:
         earlier = seasons[i - tolerance]
         after = [g for s in seasons[i - tolerance + 1 : i + 1] for g in tile.detected.get(s, ())]
-        completed = reference_areas(tile.reference.get(earlier, ()), tile.detected.get(earlier, ()), after)
+        completed = timing_areas(tile.reference.get(earlier, ()), tile.detected.get(earlier, ()), after)
     return det, ref_now, completed
 
 
@@ -150,9 +124,9 @@ def summarise(
     seasons: Sequence[str],
     season: str,
     tolerance: int,
-    detections: DetectionAreas,
-    reference_now: ReferenceAreas,
-    completed: ReferenceAreas | None,
+    detections: TimingAreas,
+    reference_now: TimingAreas,
+    completed: TimingAreas | None,
 ) -> dict[str, Any]:
     """The report's ``change_accuracy`` block from the summed tallies."""
     i = seasons.index(season)

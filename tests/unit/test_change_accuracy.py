@@ -18,8 +18,8 @@ TILE = change.TileChanges(detected={"2024": [A, B, C]}, reference={"2023": [A], 
 
 def test_a_late_detection_is_late_not_false() -> None:
     det, now, completed = change.tile_tallies(TILE, SEASONS, "2024", tolerance=1)
-    assert det.detected_m2 == pytest.approx(35_000)
-    assert (det.on_time_m2, det.late_m2, det.false_m2) == pytest.approx((20_000, 10_000, 5_000))
+    assert det.total_m2 == pytest.approx(35_000)
+    assert (det.on_time_m2, det.late_m2, det.rest_m2) == pytest.approx((20_000, 10_000, 5_000))
     scores = change.detection_scores(det)
     assert scores["precision"] == pytest.approx(20 / 35)
     assert scores["precision_with_tolerance"] == pytest.approx(30 / 35)
@@ -34,7 +34,7 @@ def test_a_late_detection_is_late_not_false() -> None:
 
 def test_without_tolerance_the_late_detection_is_false() -> None:
     det, _, completed = change.tile_tallies(TILE, SEASONS, "2024", tolerance=0)
-    assert det.late_m2 == 0.0 and det.false_m2 == pytest.approx(15_000)
+    assert det.late_m2 == 0.0 and det.rest_m2 == pytest.approx(15_000)
     assert completed is None
     assert change.detection_scores(det)["precision_with_tolerance"] == pytest.approx(20 / 35)
 
@@ -43,7 +43,7 @@ def test_a_detection_two_seasons_late_is_late_only_with_tolerance_two() -> None:
     tile = change.TileChanges(detected={"2024": [A]}, reference={"2022": [A]})
     one, _, _ = change.tile_tallies(tile, SEASONS, "2024", tolerance=1)
     two, _, completed = change.tile_tallies(tile, SEASONS, "2024", tolerance=2)
-    assert one.false_m2 == pytest.approx(10_000) and two.late_m2 == pytest.approx(10_000)
+    assert one.rest_m2 == pytest.approx(10_000) and two.late_m2 == pytest.approx(10_000)
     assert completed is not None and change.reference_scores(completed)["recall_with_tolerance"] == pytest.approx(1.0)
 
 
@@ -51,8 +51,8 @@ def test_on_time_wins_over_late_and_overlaps_count_once() -> None:
     # The same place changed in 2023 and again in 2024; detected in 2024 (twice, overlapping): on time.
     tile = change.TileChanges(detected={"2024": [A, box(50, 0, 100, 100)]}, reference={"2023": [A], "2024": [A]})
     det, _, _ = change.tile_tallies(tile, SEASONS, "2024", tolerance=1)
-    assert det.detected_m2 == pytest.approx(10_000)
-    assert (det.on_time_m2, det.late_m2, det.false_m2) == pytest.approx((10_000, 0, 0))
+    assert det.total_m2 == pytest.approx(10_000)
+    assert (det.on_time_m2, det.late_m2, det.rest_m2) == pytest.approx((10_000, 0, 0))
 
 
 def test_tallies_sum_over_tiles_before_the_ratios() -> None:
@@ -60,7 +60,7 @@ def test_tallies_sum_over_tiles_before_the_ratios() -> None:
     empty = change.TileChanges(detected={"2024": [box(0, 0, 10, 10)]}, reference={})
     b, _, _ = change.tile_tallies(empty, SEASONS, "2024", tolerance=1)
     total = a + b
-    assert total.detected_m2 == pytest.approx(35_100) and total.false_m2 == pytest.approx(5_100)
+    assert total.total_m2 == pytest.approx(35_100) and total.rest_m2 == pytest.approx(5_100)
 
 
 def test_edge_cases_and_summary() -> None:
