@@ -226,32 +226,51 @@ class MapsCatalog:
             return list(zip(uris, pool.map(self.storage.read_marker, uris), strict=True))
 
     # -- published maps and imagery ------------------------------------------------------------------
-    def published(self, season_id: str) -> PublishedSeason:
-        """The season's published tiles (``MapsNotFoundError`` for an unknown season; may hold no tile)."""
-        self.season(season_id)
-        uri = self.storage.stage_uri(self.project, season_id, "publish")
-        return self._cached(("publish", season_id), uri, lambda: self._build_published(season_id, uri))
+    def products(self) -> list[str]:
+        """The project's map products; the first is the primary one (changes, validation)."""
+        return self.config.product_names()
 
-    def _build_published(self, season_id: str, uri: str) -> PublishedSeason:
+    def product_name(self, product: str | None) -> str:
+        """``product``, or the primary product for None (``MapsNotFoundError`` naming the products if unknown)."""
+        names = self.products()
+        if product is None or product == "":
+            return names[0]
+        if product not in names:
+            raise MapsNotFoundError(f"unknown product {product!r}: project {self.project} has {', '.join(names)}")
+        return product
+
+    def published(self, season_id: str, product: str | None = None) -> PublishedSeason:
+        """The season's published tiles of ``product`` (default: the primary one); ``MapsNotFoundError`` for
+        an unknown season or product; may hold no tile."""
+        self.season(season_id)
+        name = self.product_name(product)
+        parts = ["publish"] if name == self.products()[0] else ["products", name, "publish"]
+        uri = self.storage.uri(self.project, season_id, *parts)
+        return self._cached((f"publish:{name}", season_id), uri, lambda: self._build_published(season_id, uri, name))
+
+    def _build_published(self, season_id: str, uri: str, product: str | None = None) -> PublishedSeason:
         from lcms_tasks.publish.tiles import TransitionCode, tile_from_marker
 
         t0 = time.perf_counter()
         tiles = [tile_from_marker(u, m) for u, m in self._markers(uri, self.storage.complete_children(uri))]
         index = FootprintIndex.from_footprints((t.tile_id, self.gdal_path(t.uri), t.footprint_wgs84, ()) for t in tiles)
         first = tiles[0].meta if tiles else {}
-        legend = list(first.get("legend") or [{"id": c.id, "name": c.name, "color": c.color} for c in self.legend()])
+        legend = list(
+            first.get("legend") or [{"id": c.id, "name": c.name, "color": c.color} for c in self.legend(product)]
+        )
         codes = [TransitionCode.from_dict(d) for d in first.get("transition_codes", [])] if tiles else []
         log.info(
             "maps: season %s: %d published tile(s) indexed in %.3f s", season_id, len(tiles), time.perf_counter() - t0
         )
         return PublishedSeason(season_id, {t.tile_id: t for t in tiles}, index, legend, codes)
 
-    def published_season(self, season_id: str) -> PublishedSeason:
+    def published_season(self, season_id: str, product: str | None = None) -> PublishedSeason:
         """As :meth:`published`, ``MapsNotFoundError`` when no tile of the season is published."""
-        season = self.published(season_id)
+        season = self.published(season_id, product)
         if not season.tiles:
+            which = "" if product in (None, "", self.products()[0]) else f" {product} map"
             raise MapsNotFoundError(
-                f"season {season_id!r} of project {self.project} is not published (no published tile)"
+                f"season {season_id!r} of project {self.project} is not published{which} (no published tile)"
             )
         return season
 
@@ -280,8 +299,9 @@ class MapsCatalog:
         return season
 
     # -- project description -------------------------------------------------------------------------
-    def legend(self) -> list[Any]:
-        return list(self.config.legend())
+    def legend(self, product: str | None = None) -> list[Any]:
+        """The legend of ``product`` (default: the primary one)."""
+        return list(self.config.for_product(self.product_name(product)).legend())
 
     def bounds(self) -> list[float]:
         """The AOI's bounds in EPSG:4326 ([west, south, east, north])."""
@@ -357,12 +377,14 @@ class MapsCatalog:
         raise MapsNotFoundError(f"lon {lon}, lat {lat} is outside every tile of project {self.project}")
 
     # -- pixel values --------------------------------------------------------------------------------
-    def class_at(self, season_id: str, tile: Tile, x: float, y: float) -> tuple[int | None, float | None] | None:
+    def class_at(
+        self, season_id: str, tile: Tile, x: float, y: float, product: str | None = None
+    ) -> tuple[int | None, float | None] | None:
         """(class id, confidence 0..1) of the published map at x/y of ``tile`` (None: tile not published)."""
         import rasterio
         from rasterio.windows import Window
 
-        published = self.published(season_id)
+        published = self.published(season_id, product)
         pt = published.tiles.get(tile.id)
         if pt is None:
             return None

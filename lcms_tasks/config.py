@@ -185,6 +185,47 @@ class ClassificationConfig(StrictModel):
     legend: Literal["land_cover", "crop_type"] = Field("land_cover", description="Legend the model predicts.")
 
 
+class ProductMask(StrictModel):
+    """Where a product is mapped: the pixels another product's map puts in some of its classes."""
+
+    product: str = Field(description="An earlier product of `products` (e.g. 'land_cover').")
+    classes: list[str] = Field(
+        min_length=1, description="Class names of that product's legend inside which this product is mapped."
+    )
+
+
+class ProductStages(StrictModel):
+    """A product's own stage options: each key is merged over the top-level `stages` entry of the same name.
+
+    Mappings merge key by key (so `training: {n_estimators: 300}` keeps every other training option of the
+    top-level `stages.training`); lists and values replace (`add_reference: {sources: [...]}` replaces the
+    sources).
+    """
+
+    add_reference: dict[str, Any] | None = Field(None, description="Over `stages.add_reference`.")
+    sampling: dict[str, Any] | None = Field(None, description="Over `stages.sampling`.")
+    merge_features: dict[str, Any] | None = Field(None, description="Over `stages.merge_features`.")
+    training: dict[str, Any] | None = Field(None, description="Over `stages.training`.")
+    prediction: dict[str, Any] | None = Field(None, description="Over `stages.prediction` (e.g. `model_season`).")
+    postprocessing: dict[str, Any] | None = Field(None, description="Over `stages.postprocessing`.")
+    reporting: dict[str, Any] | None = Field(None, description="Over `stages.reporting`.")
+    publish: dict[str, Any] | None = Field(
+        None, description="Over `stages.publish` (e.g. `byoc: {collection: ...}`: the product's own BYOC collection)."
+    )
+
+
+class ProductConfig(StrictModel):
+    """One map product of the project: a legend, its reference and model, and where it is mapped."""
+
+    legend: Literal["land_cover", "crop_type"] = Field(description="The legend (of `legends`) this product maps.")
+    mask: ProductMask | None = Field(
+        None,
+        description="Map only inside these classes of an earlier product (e.g. crop type inside land cover "
+        "'cropland'); no data elsewhere. None: everywhere.",
+    )
+    stages: ProductStages = Field(default_factory=ProductStages, description="This product's own stage options.")
+
+
 class StagesConfig(StrictModel):
     """Per-stage options (each stage module owns its schema)."""
 
@@ -212,6 +253,13 @@ class ProjectConfig(StrictModel):
     )
     legends: LegendsConfig = Field(description="Land cover and crop type legends.")
     classification: ClassificationConfig = Field(default_factory=ClassificationConfig)
+    products: dict[str, ProductConfig] | None = Field(
+        None,
+        description="The map products of every run, in order, e.g. {land_cover: {legend: land_cover}, crop_type: "
+        "{legend: crop_type, mask: {product: land_cover, classes: [cropland]}, stages: {add_reference: {sources: "
+        "[...]}}}}. The first is the primary product: change detection and the operator application work on it. "
+        "None: one product, `classification.legend`.",
+    )
     source: SourceConfig = Field(default_factory=SyntheticSourceConfig, description="Imagery source.")
     storage: StorageConfig = Field(default_factory=StorageConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
@@ -222,6 +270,9 @@ class ProjectConfig(StrictModel):
 
     @model_validator(mode="after")
     def _classified_legend(self) -> ProjectConfig:
+        if self.products:
+            self._check_products(self.products)
+            return self
         name = self.classification.legend
         classes = getattr(self.legends, name)
         if len(classes) < 2:
@@ -229,6 +280,97 @@ class ProjectConfig(StrictModel):
                 f"classification.legend is {name!r}, so legends.{name} needs at least 2 classes (it has {len(classes)})"
             )
         return self
+
+    def _check_products(self, products: dict[str, ProductConfig]) -> None:
+        primary = next(iter(products))
+        if "classification" in self.model_fields_set and self.classification.legend != products[primary].legend:
+            raise ValueError(
+                f"classification.legend is {self.classification.legend!r} but the first (primary) product "
+                f"{primary!r} maps {products[primary].legend!r}: with `products`, drop `classification`"
+            )
+        # The primary product's legend is the project's classification legend (what change detection,
+        # the change store and the operator application read).
+        object.__setattr__(self, "classification", ClassificationConfig(legend=products[primary].legend))
+        seen: list[str] = []
+        for name, product in products.items():
+            where = f"products.{name}"
+            if not re.match(r"^[a-z][a-z0-9_]*$", name):
+                raise ValueError(f"{where}: a product name is lower-case letters, digits and '_' (e.g. crop_type)")
+            classes = getattr(self.legends, product.legend)
+            if len(classes) < 2:
+                raise ValueError(
+                    f"{where}.legend is {product.legend!r}, so legends.{product.legend} needs at least 2 classes "
+                    f"(it has {len(classes)})"
+                )
+            if product.mask is not None:
+                if product.mask.product not in seen:
+                    earlier = ", ".join(seen) or "none"
+                    raise ValueError(
+                        f"{where}.mask.product {product.mask.product!r} is not an earlier product (earlier: {earlier})"
+                    )
+                legend = getattr(self.legends, products[product.mask.product].legend)
+                known = {c.name for c in legend}
+                unknown = [c for c in product.mask.classes if c not in known]
+                if unknown:
+                    raise ValueError(
+                        f"{where}.mask.classes: {', '.join(map(repr, unknown))} not in the "
+                        f"{products[product.mask.product].legend} legend ({', '.join(sorted(known))})"
+                    )
+            if name == primary and product.stages.model_dump(exclude_none=True):
+                raise ValueError(
+                    f"{where}.stages: the primary product's options are the top-level `stages`; "
+                    "set them there (only the other products have their own)"
+                )
+            seen.append(name)
+            self._product_stages(name, product)  # the merged options must validate
+
+    def _product_stages(self, name: str, product: ProductConfig) -> StagesConfig:
+        overrides = {k: v for k, v in product.stages.model_dump().items() if v is not None}
+        if not overrides:
+            return self.stages
+        base = self.stages.model_dump(mode="json", exclude_unset=True)
+        merged = {**base}
+        for key, value in overrides.items():
+            merged[key] = _deep_merge(base.get(key) or {}, value)
+        try:
+            return StagesConfig.model_validate(merged)
+        except ValidationError as err:
+            lines = format_validation_error(err).replace("\n", "\n  ")
+            raise ValueError(f"products.{name}.stages (merged over `stages`): {lines}") from None
+
+    # -- products ---------------------------------------------------------------------------------
+
+    def product_names(self) -> list[str]:
+        """The products in order; the first is the primary one."""
+        return list(self.products) if self.products else [self.classification.legend]
+
+    @property
+    def primary_product(self) -> str:
+        """The product change detection, the change store and the operator application work on."""
+        return self.product_names()[0]
+
+    def product(self, name: str) -> ProductConfig:
+        """The product ``name`` (``ConfigError`` naming the known ones if absent)."""
+        if not self.products:
+            if name == self.classification.legend:
+                return ProductConfig(legend=self.classification.legend)
+        elif name in self.products:
+            return self.products[name]
+        raise ConfigError(
+            f"unknown product {name!r}; this project has {', '.join(self.product_names())}", field="products"
+        )
+
+    def for_product(self, name: str) -> ProjectConfig:
+        """This config as the stages of product ``name`` see it: its legend and its merged stage options."""
+        product = self.product(name)
+        if not self.products or name == self.primary_product:
+            return self
+        return self.model_copy(
+            update={
+                "classification": ClassificationConfig(legend=product.legend),
+                "stages": self._product_stages(name, product),
+            }
+        )
 
     @field_validator("seasons")
     @classmethod
@@ -277,6 +419,17 @@ class ProjectConfig(StrictModel):
         if root.startswith("file://"):
             root = root[len("file://") :]
         return "file://" + str(self.resolve_path(root))
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` merged into ``base``: mappings key by key, anything else replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def expand_env(text: str) -> str:

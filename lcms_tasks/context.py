@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,13 @@ class RunContext:
     #: The tile subset this run covers (None: every tile of the project). Per-tile stages run on it;
     #: per-season stages (merge, training, reporting) read only these tiles' outputs.
     subset: list[str] | None = None
+    #: The map product whose stages this context runs (None: the primary product). Stages of
+    #: :data:`lcms_tasks.stages.PRODUCT_STAGES` keep a product's artefacts apart: the primary product's
+    #: under ``<season>/<stage>/``, any other's under ``<season>/products/<product>/<stage>/``.
+    product: str | None = None
     _tiles: list[Tile] | None = field(default=None, init=False, repr=False)
+    # The project's config when ``config`` is a product's view of it (see :meth:`for_product`).
+    _root_config: ProjectConfig | None = field(default=None, init=False, repr=False)
     _project_tiles: list[Tile] | None = field(default=None, init=False, repr=False)
 
     @classmethod
@@ -92,15 +99,59 @@ class RunContext:
             "n_project_tiles": len(self.project_tiles()),
         }
 
-    def tile_uri(self, stage: str, tile_id: str, season: str | None = None) -> str:
-        return self.storage.tile_uri(self.config.project, season or self.season, stage, tile_id)
+    # -- products -----------------------------------------------------------------------------------
 
-    def stage_uri(self, stage: str, season: str | None = None) -> str:
-        return self.storage.stage_uri(self.config.project, season or self.season, stage)
+    @property
+    def product_name(self) -> str:
+        """The product this context maps (the primary one unless :meth:`for_product` chose another)."""
+        return self.product or self.config.primary_product
 
-    def run_uri(self, stage: str, *parts: str, season: str | None = None) -> str:
+    @property
+    def is_primary_product(self) -> bool:
+        """True for the primary product: the one change detection and the operator application work on."""
+        return self.product_name == self.config.primary_product
+
+    def for_product(self, name: str) -> RunContext:
+        """This run as product ``name``'s stages see it (its legend, options and artefact folders)."""
+        if name == self.product_name:
+            return self
+        root_config = self._root_config or self.config
+        other = dataclasses.replace(self, config=root_config.for_product(name), product=name)
+        other._root_config = root_config
+        other._project_tiles = self._project_tiles
+        other._tiles = self._tiles
+        return other
+
+    def contexts_for(self, stage: str) -> list[RunContext]:
+        """The contexts ``stage`` runs in: one per product (in order) for a product stage, else this one."""
+        from lcms_tasks.stages import PRODUCT_STAGES
+
+        if stage not in PRODUCT_STAGES:
+            return [self]
+        return [self.for_product(name) for name in (self._root_config or self.config).product_names()]
+
+    def stage_parts(self, stage: str, product: str | None = None) -> list[str]:
+        """The folder of ``stage`` below the season as path parts (``products/<product>/<stage>`` for a
+        product stage of a product other than the primary one)."""
+        from lcms_tasks.stages import PRODUCT_STAGES
+
+        name = product or self.product_name
+        if stage in PRODUCT_STAGES and name != self.config.primary_product:
+            return ["products", name, stage]
+        return [stage]
+
+    def tile_uri(self, stage: str, tile_id: str, season: str | None = None, *, product: str | None = None) -> str:
+        """URI of ``stage``'s output for one tile (of this context's product, or of ``product``)."""
+        return self.storage.uri(self.config.project, season or self.season, *self.stage_parts(stage, product), tile_id)
+
+    def stage_uri(self, stage: str, season: str | None = None, *, product: str | None = None) -> str:
+        return self.storage.uri(self.config.project, season or self.season, *self.stage_parts(stage, product))
+
+    def run_uri(self, stage: str, *parts: str, season: str | None = None, product: str | None = None) -> str:
         """URI of a run-level artefact of ``stage`` (not per tile): ``<stage>/_run/...``."""
-        return self.storage.uri(self.config.project, season or self.season, stage, "_run", *parts)
+        return self.storage.uri(
+            self.config.project, season or self.season, *self.stage_parts(stage, product), "_run", *parts
+        )
 
     def marker_meta(self, stage: str, tile_id: str | None, extra: dict[str, Any]) -> dict[str, Any]:
         """Completion-marker metadata: who wrote this, in which run, plus the stage's own figures."""
@@ -110,6 +161,7 @@ class RunContext:
             "project": self.config.project,
             "season": self.season,
             "run_id": self.run_id,
+            "product": self.product_name,
             "upstream_run_id": self.upstream_run_id,
             "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             **extra,

@@ -105,8 +105,10 @@ def check_run(stage: str, ctx: RunContext) -> None:
     ctx.tiles()  # unknown tile ids: ConfigError naming them
     module = get_stage(stage)
     check = getattr(module, "check", None)
-    if check is not None:
-        check(ctx)
     needs = getattr(module, "needs", None)
-    for need in needs(ctx) if needs is not None else []:
-        check_need(ctx, stage, need)
+    for pctx in ctx.contexts_for(stage):  # a product stage: every product's options and inputs
+        pctx.params = ctx.params
+        if check is not None:
+            check(pctx)
+        for need in needs(pctx) if needs is not None else []:
+            check_need(pctx, stage, need)

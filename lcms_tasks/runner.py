@@ -75,14 +75,25 @@ def run_tiles(stage_name: str, tiles: list[Tile], ctx: RunContext, *, raise_on_f
     result = BatchResult(stage=stage_name, season=ctx.season, run_id=ctx.run_id)
     permanent: list[str] = []
     start = time.perf_counter()
+    contexts = ctx.contexts_for(stage_name)
     for tile in tiles:
-        if ctx.skip_existing and ctx.storage.is_complete(ctx.tile_uri(stage_name, tile.id)):
+        # A product stage runs each product in turn on the tile (in config order: a product masked by
+        # another finds that one's output of the tile written already).
+        todo = [
+            pctx
+            for pctx in contexts
+            if not (ctx.skip_existing and ctx.storage.is_complete(pctx.tile_uri(stage_name, tile.id)))
+        ]
+        if not todo:
             log.info("%s %s: complete already, skipped", stage_name, tile.id)
             result.skipped.append(tile.id)
             continue
         t0 = time.perf_counter()
         try:
-            result.written[tile.id] = list(stage.run(tile, ctx))
+            written: list[str] = []
+            for pctx in todo:
+                written.extend(stage.run(tile, pctx))
+            result.written[tile.id] = written
         except Exception as err:  # one bad tile must not stop the batch; it is recorded and re-raised below
             if isinstance(err, LcmsError) and err.permanent:
                 # The message says it all (file, field, what to do); the traceback goes to the failure record.
@@ -96,6 +107,7 @@ def run_tiles(stage_name: str, tiles: list[Tile], ctx: RunContext, *, raise_on_f
                 {
                     "tile": tile.id,
                     "stage": stage_name,
+                    "product": pctx.product_name,
                     "error": result.failed[tile.id],
                     "traceback": traceback.format_exc(),
                 },
@@ -119,7 +131,10 @@ def finalize_stage(stage_name: str, ctx: RunContext) -> list[str]:
     info = stage_info(stage_name)
     if not info.finalize:
         return []
-    uris: list[str] = list(get_stage(stage_name).finalize(ctx))
+    module = get_stage(stage_name)
+    uris: list[str] = []
+    for pctx in ctx.contexts_for(stage_name):
+        uris.extend(module.finalize(pctx))
     return uris
 
 
@@ -127,5 +142,8 @@ def run_stage(stage_name: str, ctx: RunContext) -> list[str]:
     """Run a stage that works on the whole season at once (not mapped)."""
     if stage_info(stage_name).mapped:
         raise ValueError(f"stage {stage_name!r} is mapped per tile; use run_tiles / run_batch")
-    uris: list[str] = list(get_stage(stage_name).run(ctx))
+    module = get_stage(stage_name)
+    uris: list[str] = []
+    for pctx in ctx.contexts_for(stage_name):
+        uris.extend(module.run(pctx))
     return uris

@@ -115,8 +115,11 @@ class LegendEntry(BaseModel):
 class Product(BaseModel):
     """A map product of the project (what its CLASS band holds)."""
 
-    id: str = Field(description="`land_cover` or `crop_type` (the config's `classification.legend`).")
+    id: str = Field(description="Product name of the config's `products` (e.g. `land_cover`, `crop_type`).")
     legend: list[LegendEntry]
+    primary: bool = Field(description="The primary product: change detection and validation work on it.")
+    bands: list[str] = Field(description="Its map bands: CLASS, CONFIDENCE and (primary product) CHANGE.")
+    published_seasons: list[str] = Field(description="Seasons with at least one published tile of this product.")
 
 
 class SeasonInfo(BaseModel):
@@ -176,6 +179,7 @@ class PixelInfo(BaseModel):
     lon: float
     lat: float
     tile: str = Field(description="The project tile containing the point.")
+    product: str = Field(description="The map product the classes are of.")
     seasons: dict[str, PixelSeason]
     ndvi: dict[str, list[NdviPoint]]
 
@@ -192,6 +196,10 @@ JSON_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 Zoom = Annotated[int, Path(ge=0, le=MAX_ZOOM, description="Zoom level of WebMercatorQuad.")]
+ProductQuery = Annotated[
+    str | None,
+    Query(max_length=64, description="Map product (see `products` of /api/projects); default: the primary one."),
+]
 Column = Annotated[int, Path(ge=0, description="Tile column.")]
 Row = Annotated[int, Path(ge=0, description="Tile row.")]
 
@@ -248,10 +256,22 @@ def projects(catalog: Catalog) -> list[ProjectInfo]:
         )
         for c in catalog.transitions()
     ]
+    products = [
+        Product(
+            id=name,
+            legend=legend
+            if i == 0
+            else [LegendEntry(id=c.id, name=c.name, color=c.color) for c in catalog.legend(name)],
+            primary=i == 0,
+            bands=list(MAP_BANDS) if i == 0 else [b for b in MAP_BANDS if b != "CHANGE"],
+            published_seasons=[s.id for s in seasons if catalog.published(s.id, name).tiles],
+        )
+        for i, name in enumerate(catalog.products())
+    ]
     return [
         ProjectInfo(
             project=cfg.project,
-            products=[Product(id=cfg.classification.legend, legend=legend)],
+            products=products,
             seasons=seasons,
             bounds=catalog.bounds(),
             transitions=transitions,
@@ -273,10 +293,16 @@ def map_tile(
     z: Zoom,
     x: Column,
     y: Row,
+    product: ProductQuery = None,
 ) -> Response:
     if band not in MAP_BANDS:
         raise MapsNotFoundError(f"unknown band {band!r}: the maps have {', '.join(MAP_BANDS)}")
-    published = catalog.published_season(season)
+    name = catalog.product_name(product)
+    if band == "CHANGE" and name != catalog.products()[0]:
+        raise MapsNotFoundError(
+            f"product {name!r} has no CHANGE band: change detection works on the {catalog.products()[0]} product"
+        )
+    published = catalog.published_season(season, name)
     _check_tile(z, x, y)
     if band == "CLASS":
         table = color_table({int(c["id"]): str(c["color"]) for c in published.legend})
@@ -356,17 +382,19 @@ def pixel(
     seasons: Annotated[
         str | None, Query(description="Comma-separated season ids (e.g. `2023,2024`); default: every season.")
     ] = None,
+    product: ProductQuery = None,
 ) -> PixelInfo:
     cfg = catalog.config
     wanted = [s.strip() for s in seasons.split(",") if s.strip()] if seasons else cfg.season_ids_ordered()
     for s in wanted:
         catalog.season(s)
+    name = catalog.product_name(product)
     tile, x, y = catalog.locate(lon, lat)
     out_seasons: dict[str, PixelSeason] = {}
     ndvi: dict[str, list[NdviPoint]] = {}
     for s in dict.fromkeys(wanted):
-        names = {int(c["id"]): str(c["name"]) for c in catalog.published(s).legend}
-        found = catalog.class_at(s, tile, x, y)
+        names = {int(c["id"]): str(c["name"]) for c in catalog.published(s, name).legend}
+        found = catalog.class_at(s, tile, x, y, name)
         if found is None:
             out_seasons[s] = PixelSeason(class_=None, class_name=None, confidence=None, published=False)
         else:
@@ -378,4 +406,4 @@ def pixel(
                 published=True,
             )
         ndvi[s] = [NdviPoint(date=dt.date.fromisoformat(d), ndvi=v) for d, v in catalog.ndvi_series(s, tile, x, y)]
-    return PixelInfo(lon=lon, lat=lat, tile=tile.id, seasons=out_seasons, ndvi=ndvi)
+    return PixelInfo(lon=lon, lat=lat, tile=tile.id, product=name, seasons=out_seasons, ndvi=ndvi)

@@ -199,8 +199,14 @@ def _cmd_markers(args: argparse.Namespace) -> int:
         "threads": args.threads,
     }
     options = raster.Options.model_validate({k: v for k, v in values.items() if v is not None})
-    ctx = RunContext.create(load_config(args.config), season=args.season, run_id="parcel-markers")
-    summary = raster.run(ctx, options)
+    cfg = load_config(args.config)
+    ctx = RunContext.create(cfg, season=args.season, run_id="parcel-markers")
+    # The outputs belong to a product: the one named, else the first mapping the markers' legend.
+    product = args.product or next(
+        (p for p in cfg.product_names() if cfg.product(p).legend == options.legend), cfg.primary_product
+    )
+    cfg.product(product)  # unknown: ConfigError naming the products
+    summary = raster.run(ctx.for_product(product), options)
     _write_json(summary, args.json)
     return 0
 
@@ -327,7 +333,8 @@ def add_parcels_parser(sub: Any) -> None:
         description="Rasterise the season's declarations on every tile, aggregate the features stage's FEATURES over "
         "each parcel's clean pixels after an inner buffer, train the training stage's classifier on a spatially "
         "grouped share of the parcels and predict every parcel that is not too small. Writes a GeoParquet, a "
-        "GeoPackage, a CSV of disagreements and summary.json under <project>/<season>/parcel_markers/_run/.",
+        "GeoPackage, a CSV of disagreements and summary.json under <project>/<season>/parcel_markers/_run/ (for a "
+        "product other than the primary one: <project>/<season>/products/<product>/parcel_markers/_run/).",
     )
     p.add_argument("--config", required=True, metavar="C", help="project config")
     p.add_argument("--season", required=True, metavar="S", help="season id")
@@ -337,6 +344,7 @@ def add_parcels_parser(sub: Any) -> None:
     p.add_argument("--layer", help="layer of a multi-layer --declarations file")
     p.add_argument("--crosswalk-file", metavar="CSV", help="CSV code,class mapping the declared codes to the legend")
     p.add_argument("--legend", help="legend of the crops (default crop_type)")
+    p.add_argument("--product", help="the product the markers belong to (default: the first product mapping --legend)")
     p.add_argument("--inner-buffer-px", type=int, metavar="N", help="inner buffer in pixels (default 1)")
     p.add_argument("--min-pixels", type=int, metavar="N", help="fewer clean pixels: status too_small (default 4)")
     p.add_argument("--train-fraction", type=float, metavar="F", help="share of parcels used for training (0.5)")

@@ -79,13 +79,20 @@ def catalog_uri(ctx: RunContext) -> str:
 
 
 def collection_ids(project: str) -> tuple[str, str]:
-    """Ids of the (class map, change polygons) collections."""
+    """Ids of the primary product's (class map, change polygons) collections."""
     return f"{project}-class-map", f"{project}-change-polygons"
 
 
-def item_id(project: str, season: str, tile_id: str) -> str:
-    """Id of the class map item of a tile and season (the change polygon item adds ``-changes``)."""
-    return f"{project}-{season}-{tile_id}"
+def product_collection_id(project: str, product: str) -> str:
+    """Id of the map collection of a product other than the primary one (e.g. ``demo-crop-type-map``)."""
+    return f"{project}-{product.replace('_', '-')}-map"
+
+
+def item_id(project: str, season: str, tile_id: str, product: str | None = None) -> str:
+    """Id of the class map item of a tile and season (the change polygon item adds ``-changes``); a product
+    other than the primary one puts its name after the project."""
+    middle = f"-{product.replace('_', '-')}" if product else ""
+    return f"{project}{middle}-{season}-{tile_id}"
 
 
 def stac_name(text: str, fallback: str) -> str:
@@ -187,17 +194,20 @@ def class_map_item(ctx: RunContext, tile: PublishedTile) -> pystac.Item:
     """The class map item of a published tile: its three COGs with raster and classification metadata."""
 
     start, end = _season_range(ctx, tile.season)
+    product = None if ctx.is_primary_product else ctx.product_name
+    what = "class map" if product is None else f"{product.replace('_', ' ')} map"
     item = pystac.Item(
-        id=item_id(ctx.config.project, tile.season, tile.tile_id),
+        id=item_id(ctx.config.project, tile.season, tile.tile_id, product),
         geometry=dict(tile.footprint_wgs84),
         bbox=_bbox(tile.footprint_wgs84),
         datetime=None,
         start_datetime=start,
         end_datetime=end,
-        properties={"title": f"{ctx.config.project} class map, season {tile.season}, tile {tile.tile_id}"},
+        properties={"title": f"{ctx.config.project} {what}, season {tile.season}, tile {tile.tile_id}"},
     )
+    item.properties["lcms:product"] = ctx.product_name
     resolution = tile.meta.get("resolution")
-    for name in BAND_NAMES:
+    for name in (n for n in BAND_NAMES if n in tile.bands):
         band = tile.bands[name]
         asset = pystac.Asset(
             href=f"{tile.uri}/{band.file}",
@@ -277,13 +287,13 @@ def _collection(catalog: pystac.Catalog, cid: str, title: str, description: str,
     return collection
 
 
-def _item_assets_class_map(collection: pystac.Collection) -> None:
+def _item_assets_class_map(collection: pystac.Collection, bands: Sequence[str] = BAND_NAMES) -> None:
 
     collection.item_assets = {
         name: pystac.ItemAssetDefinition.create(
             title=name, description=None, media_type=pystac.MediaType.COG, roles=BAND_ROLES.get(name, ["data"])
         )
-        for name in BAND_NAMES
+        for name in bands
     }
 
 
@@ -320,6 +330,8 @@ def publish_season(
             description=f"Land cover maps, confidence, change rasters and change polygons of LCMS project {project}, "
             "season by season.",
         )
+    if not ctx.is_primary_product:
+        return _publish_product_season(ctx, catalog, io, tiles, license, season_id)
     class_id, changes_id = collection_ids(project)
     class_col = _collection(
         catalog,
@@ -372,4 +384,53 @@ def publish_season(
         "items_added": len(added_ids),
         "items_removed": len(removed_c) + len(removed_p),
         "item_ids": added_ids,
+    }
+
+
+def _publish_product_season(
+    ctx: RunContext,
+    catalog: pystac.Catalog,
+    io: StorageStacIO,
+    tiles: Sequence[PublishedTile],
+    license: str,
+    season_id: str,
+) -> dict[str, Any]:
+    """:func:`publish_season` for a product other than the primary one: its own map collection, no changes."""
+    project = ctx.config.project
+    product = ctx.product_name
+    mask = ctx.config.product(product).mask
+    where = (
+        f" inside the {mask.product.replace('_', ' ')} classes {', '.join(mask.classes)} (no data elsewhere)"
+        if mask
+        else ""
+    )
+    cid = product_collection_id(project, product)
+    col = _collection(
+        catalog,
+        cid,
+        f"{project} {product.replace('_', ' ')} map",
+        f"Post-processed {product.replace('_', ' ')} map per tile and season{where} as Cloud Optimized GeoTIFFs "
+        "(Sentinel Hub BYOC layout): CLASS (legend id) and CONFIDENCE (percent).",
+        license,
+    )
+    _item_assets_class_map(col, [b for b in BAND_NAMES if b != "CHANGE"])
+    items = [class_map_item(ctx, t) for t in tiles]
+    list(col.get_items())
+    removed, added = _replace_season_items(col, season_id, items)
+    if any(True for _ in col.get_items()):
+        col.update_extent_from_items()
+    catalog.normalize_hrefs(stac_root_uri(ctx))
+    catalog.make_all_asset_hrefs_relative()
+    catalog.save(pystac.CatalogType.SELF_CONTAINED, stac_io=io)
+    kept = {it.id for it in added}
+    for it in removed:
+        if it.id not in kept:
+            ctx.storage.delete(ctx.storage.uri(project, "stac", cid, it.id))
+    log.info("STAC %s: %s season %s, %d item(s) written", catalog_uri(ctx), product, season_id, len(kept))
+    return {
+        "catalog": catalog_uri(ctx),
+        "collections": {cid: len(added)},
+        "items_added": len(kept),
+        "items_removed": len(removed),
+        "item_ids": sorted(kept),
     }

@@ -170,7 +170,11 @@ def assess_truth_sample(
     points = points.drop(columns=["truth"])
     points["reference"] = truth_names
     labels = {str(p): r for p, r in zip(points["point_id"], truth_names, strict=True) if r}
-    meta["label_source"] = "the synthetic generator's truth (download mask_timeless/TRUTH_LAND_COVER) at each point"
+    from lcms_tasks.stages.reporting import truth_feature
+
+    meta["label_source"] = (
+        f"the synthetic generator's truth (download mask_timeless/{truth_feature(ctx)}) at each point"
+    )
     try:
         estimate, figures = assess(meta, points, labels)
     except AccuracyInputError as err:

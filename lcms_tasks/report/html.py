@@ -271,7 +271,7 @@ def css_string(value: Any) -> str:
 
 def _page_css(run: Mapping[str, Any]) -> str:
     """The printed page's footer: project and season bottom left (the page number is in :data:`CSS`)."""
-    label = css_string(f"LCMS land cover report — {run.get('project')}, season {run.get('season')}")
+    label = css_string(f"LCMS {_title(run).lower()} report — {run.get('project')}, season {run.get('season')}")
     return (
         f"@page {{ @bottom-left {{ content: {label}; "
         'font: 7.5pt system-ui, "DejaVu Sans", sans-serif; color: #666; } }'
@@ -995,7 +995,41 @@ def _transitions_by_region(report: Mapping[str, Any]) -> str:
     return table(["region", "from", "to", "polygons (pieces)", "area (km²)"], rows, left=3)
 
 
+def _title(run: Mapping[str, Any]) -> str:
+    return str(run.get("legend_name") or "land_cover").replace("_", " ").capitalize()
+
+
+def _product_lines(run: Mapping[str, Any]) -> list[str]:
+    """Which product this is among the run's, where it is mapped, and the model's season (warned if another)."""
+    out = []
+    products = list(run.get("products") or [])
+    if len(products) > 1:
+        mask = run.get("mask")
+        where = (
+            f"mapped inside the {esc(mask['product'])} classes {esc(', '.join(mask['classes']))} (no data elsewhere)"
+            if mask
+            else "mapped everywhere"
+        )
+        others = ", ".join(p for p in products if p != run.get("product"))
+        out.append(
+            f"<p>Product <b>{esc(run.get('product'))}</b>, {where}; the run's other products: {esc(others)} "
+            "(each has its own report).</p>"
+        )
+    seasons = list(run.get("model_seasons") or [])
+    if run.get("model_warning"):
+        out.append(f'<p class="warn"><b>Model of another season:</b> {esc(run["model_warning"])}.</p>')
+    elif seasons:
+        out.append(f"<p>Model trained on this season ({esc(', '.join(seasons))}): one model per season.</p>")
+    return out
+
+
 def _changes_section(report: Mapping[str, Any]) -> list[str]:
+    run = report["run"]
+    if run.get("primary_product") and run.get("product") != run["primary_product"]:
+        return [
+            "<h2>Changes</h2>",
+            f"<p>Change detection works on the {esc(run['primary_product'])} product: see its report.</p>",
+        ]
     ch = report["total"]["changes"]
     return [
         "<h2>Changes</h2>",
@@ -1177,8 +1211,9 @@ def render(report: Mapping[str, Any], images: Mapping[str, Any]) -> str:
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>LCMS report {esc(run['project'])} {esc(run['season'])}</title>",
         f"<style>{CSS}{_page_css(run)}</style></head><body>",
-        f"<h1>Land cover report — {esc(run['project'])}, season {esc(run['season'])}</h1>",
+        f"<h1>{esc(_title(run))} report — {esc(run['project'])}, season {esc(run['season'])}</h1>",
         _coverage_line(run),
+        *_product_lines(run),
         f"<p>Run <code>{esc(run['run_id'])}</code>, generated {esc(run['generated_at'])}; maps from: "
         f"{esc(sources)} (tiles).</p>",
         _pdf_note(report),
@@ -1193,8 +1228,11 @@ def render(report: Mapping[str, Any], images: Mapping[str, Any]) -> str:
             fmt(report["aoi"]["polygon_area_km2"], 2),
         ),
         _card("mapped no-data share", pct(total["no_data_share"])),
-        _card("change area (km²)", fmt(total["changes"]["area_km2"], 3)),
     ]
+    # Change detection works on the primary product; another product's report has no change figures.
+    with_changes = not run.get("primary_product") or run.get("product") == run["primary_product"]
+    if with_changes:
+        cards.append(_card("change area (km²)", fmt(total["changes"]["area_km2"], 3)))
     cards += _area_adjusted_card(report.get("area_adjusted"))
     if metrics:
         cards += [
@@ -1204,9 +1242,12 @@ def render(report: Mapping[str, Any], images: Mapping[str, Any]) -> str:
     if evaluation:
         cards += [
             _card("truth overall accuracy", pct(evaluation.get("overall_accuracy"))),
-            _card("change precision", pct(evaluation.get("change_precision"))),
-            _card("change recall", pct(evaluation.get("change_recall"))),
         ]
+        if with_changes:
+            cards += [
+                _card("change precision", pct(evaluation.get("change_precision"))),
+                _card("change recall", pct(evaluation.get("change_recall"))),
+            ]
     previous = report.get("previous_season") or {}
     if previous.get("available"):
         cards.append(_card(f"class areas beyond ±{100 * previous['drift_threshold']:g} %", fmt(previous["n_drift"])))

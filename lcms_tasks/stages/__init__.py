@@ -130,6 +130,25 @@ STAGES: tuple[StageInfo, ...] = (
 
 _BY_NAME = {s.name: s for s in STAGES}
 
+#: Stages that run once per map product of the project (``products`` in the config), each product with
+#: its own legend, options and artefact folders; the others (imagery, features, change detection on the
+#: primary product) run once. The primary product's published tile folders hold CLASS, CONFIDENCE and
+#: CHANGE, another product's CLASS and CONFIDENCE, each product in its own STAC collection.
+#: See :meth:`lcms_tasks.context.RunContext.for_product`.
+PRODUCT_STAGES: frozenset[str] = frozenset(
+    {
+        "add_reference",
+        "sampling",
+        "merge_features",
+        "training",
+        "prediction",
+        "postprocessing",
+        "reporting",
+        "publish",
+        "parcel_markers",  # not a DAG of its own: the reporting stage's option, or `lcms parcels markers`
+    }
+)
+
 
 def stage_info(name: str) -> StageInfo:
     """The registry entry of ``name`` (``ValueError`` naming the known stages if unknown)."""

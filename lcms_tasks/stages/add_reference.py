@@ -450,6 +450,12 @@ def run(tile: Tile, ctx: RunContext) -> list[str]:
         if not source_active(source, ctx.season):
             per_source[name] = {"skipped": f"not a source for season {ctx.season}"}
             continue
+        if isinstance(source, ChangeStoreSource) and not ctx.is_primary_product:
+            # Operators decide changes of the primary product's map; their classes are of its legend.
+            per_source[name] = {
+                "skipped": f"decided changes are {cfg.primary_product} reference, not {ctx.product_name}"
+            }
+            continue
         if isinstance(source, FileSource):
             found, stats = _file_source_polygons(source, cfg, ctx.season, tile, options)
         elif isinstance(source, ChangeStoreSource):

@@ -110,8 +110,37 @@ def needs(ctx: RunContext) -> list[Need]:
     return out
 
 
+def _product_mask(tile: Tile, ctx: RunContext) -> tuple[np.ndarray, dict[str, object]] | None:
+    """Where this product is mapped (the mask product's post-processed map in the mask classes), or None.
+
+    The mask product comes earlier in ``products``, so the runner has post-processed its tile already.
+    """
+    from lcms_tasks import eopatch
+    from lcms_tasks.errors import ArtefactMissingError, UpstreamMissingError
+
+    mask = ctx.config.product(ctx.product_name).mask
+    if mask is None:
+        return None
+    uri = ctx.tile_uri(NAME, tile.id, product=mask.product)
+    try:
+        other, _ = eopatch.load(ctx.storage, uri, features=["mask_timeless/CLASS"])
+    except ArtefactMissingError as err:
+        raise UpstreamMissingError(
+            f"tile {tile.id}: product {ctx.product_name!r} is mapped inside {mask.product!r} classes "
+            f"{', '.join(mask.classes)}, but the {mask.product} map of the tile is missing ({uri}): "
+            f"post-process {mask.product} first",
+            stage=NAME,
+            season=ctx.season,
+            tiles=[tile.id],
+        ) from err
+    legend = ctx.config.legend(ctx.config.product(mask.product).legend)
+    ids = [c.id for c in legend if c.name in set(mask.classes)]
+    inside = np.isin(np.asarray(other.mask_timeless["CLASS"])[..., 0], ids)
+    return inside, {"product": mask.product, "classes": list(mask.classes), "class_ids": ids}
+
+
 def run(tile: Tile, ctx: RunContext) -> list[str]:
-    """Post-process the prediction of one tile."""
+    """Post-process the prediction of one tile (then, for a masked product, clear it outside the mask)."""
     from lcms_tasks import eopatch
     from lcms_tasks.errors import StageError
     from lcms_tasks.postprocess import postprocess_class_map, segmentation_image
@@ -155,6 +184,12 @@ def run(tile: Tile, ctx: RunContext) -> list[str]:
     result = postprocess_class_map(
         cls, confidence, options.settings(), seg_image=seg_image, probabilities=probabilities, class_ids=class_ids
     )
+    masked = _product_mask(tile, ctx)
+    if masked is not None:
+        inside, mask_meta = masked
+        result.classes[~inside] = 0
+        result.confidence[~inside] = 0.0
+        result.steps.append({"step": "product_mask", **mask_meta, "pixels_inside": int(inside.sum())})
     patch = eopatch.new_patch(tile, [])
     patch.mask_timeless["CLASS"] = result.classes[..., None]
     patch.data_timeless["CONFIDENCE"] = result.confidence[..., None]

@@ -126,7 +126,8 @@ def check(ctx: RunContext) -> None:
             path=ctx.config_path,
             field="grid.crs",
         )
-    transition_codes(ctx)
+    if ctx.is_primary_product:
+        transition_codes(ctx)
     options: Options = ctx.config.stages.publish
     if options.byoc is not None:
         check_target(options.byoc, ctx.storage.root)  # e.g. a file:// root Sentinel Hub cannot read
@@ -136,11 +137,25 @@ def needs(ctx: RunContext) -> list[Need]:
     """The post-processed map, the prediction (its model run id) and the change polygons of every tile."""
     from lcms_tasks.preflight import Need
 
-    return [
+    out = [
         Need("postprocessing", ctx.season, what="the post-processed map"),
         Need("prediction", ctx.season, what="the prediction (for the model's run id)"),
-        Need("change_detection", ctx.season, what="the change polygons"),
     ]
+    if ctx.is_primary_product:  # change detection maps the primary product's transitions only
+        out.append(Need("change_detection", ctx.season, what="the change polygons"))
+    return out
+
+
+def product_bands(ctx: RunContext) -> tuple[str, ...]:
+    """The bands of the product's tile folders: CLASS, CONFIDENCE and (primary product) CHANGE."""
+    from lcms_tasks.publish import BAND_NAMES
+
+    return BAND_NAMES if ctx.is_primary_product else tuple(b for b in BAND_NAMES if b != "CHANGE")
+
+
+def byoc_tile_path(ctx: RunContext, tile_id: str = "<tile>") -> str:
+    """The BYOC tile path of a tile folder below the storage root (``.../publish/<tile>/(BAND).tiff``)."""
+    return "/".join([ctx.config.project, ctx.season, *ctx.stage_parts(NAME), tile_id, "(BAND).tiff"])
 
 
 # -- per tile ----------------------------------------------------------------------------------------
@@ -188,7 +203,6 @@ def run(tile: Tile, ctx: RunContext) -> list[str]:
     from lcms_tasks import eopatch
     from lcms_tasks.changes import read_changes
     from lcms_tasks.errors import CorruptArtefactError, StageError
-    from lcms_tasks.publish import BAND_NAMES
     from lcms_tasks.publish.cog import BAND_SPECS, TILE_SIZE, CogCheckError, check_byoc, confidence_percent, write_band
     from lcms_tasks.publish.imagery import write_tile_imagery
     from lcms_tasks.publish.tiles import rasterise_changes
@@ -204,17 +218,26 @@ def run(tile: Tile, ctx: RunContext) -> list[str]:
     if classes.shape != tile.shape:
         raise StageError(f"tile {tile.id}: post-processed map {pp_uri} is {classes.shape}, the grid says {tile.shape}")
     pred_meta = storage.read_marker(ctx.tile_uri("prediction", tile.id))
-    cd_uri = ctx.tile_uri("change_detection", tile.id)
-    cd_meta = storage.read_marker(cd_uri)
-    gpkg = f"{cd_uri}/{GPKG_NAME}"
-    with storage.reading_dir(cd_uri) as folder:
-        try:
-            frame = read_changes(folder / GPKG_NAME)
-        except (ValueError, OSError) as err:
-            raise CorruptArtefactError(f"tile {tile.id}: {gpkg} cannot be read as a change table: {err}") from err
-    codes = transition_codes(ctx)
-    change = rasterise_changes(frame, codes, tile.shape, tile.transform(), where=f"tile {tile.id} ({gpkg})")
-    arrays = {"CLASS": classes, "CONFIDENCE": confidence_percent(confidence, classes > 0), "CHANGE": change}
+    arrays = {"CLASS": classes, "CONFIDENCE": confidence_percent(confidence, classes > 0)}
+    bands = product_bands(ctx)
+    codes: list[TransitionCode] = []
+    cd_meta: dict[str, Any] = {}
+    gpkg: str | None = None
+    n_changes = 0
+    if "CHANGE" in bands:
+        cd_uri = ctx.tile_uri("change_detection", tile.id)
+        cd_meta = storage.read_marker(cd_uri)
+        gpkg = f"{cd_uri}/{GPKG_NAME}"
+        with storage.reading_dir(cd_uri) as folder:
+            try:
+                frame = read_changes(folder / GPKG_NAME)
+            except (ValueError, OSError) as err:
+                raise CorruptArtefactError(f"tile {tile.id}: {gpkg} cannot be read as a change table: {err}") from err
+        codes = transition_codes(ctx)
+        arrays["CHANGE"] = rasterise_changes(
+            frame, codes, tile.shape, tile.transform(), where=f"tile {tile.id} ({gpkg})"
+        )
+        n_changes = len(frame)
 
     uri = ctx.tile_uri(NAME, tile.id)
     transform = tile.transform()
@@ -232,15 +255,15 @@ def run(tile: Tile, ctx: RunContext) -> list[str]:
         "block_size": TILE_SIZE,
         "compression": options.compression,
         "footprint_wgs84": _footprint_wgs84(tile),
-        "byoc_path": f"{ctx.config.project}/{ctx.season}/{NAME}/{tile.id}/(BAND).tiff",
+        "byoc_path": byoc_tile_path(ctx, tile.id),
         "bands": {},
         "legend": [{"id": c.id, "name": c.name, "color": c.color} for c in ctx.config.legend()],
         "transition_codes": [c.to_dict() for c in codes],
         "changes_uri": gpkg,
         "season_before": cd_meta.get("season_before"),
-        "n_changes": len(frame),
+        "n_changes": n_changes,
         "class_pixels": _counts(classes),
-        "change_pixels": {k: v for k, v in _counts(change).items() if k != "0"},
+        "change_pixels": {k: v for k, v in _counts(arrays["CHANGE"]).items() if k != "0"} if "CHANGE" in arrays else {},
         "model": model,
         "run_ids": {
             "publish": ctx.run_id,
@@ -256,7 +279,7 @@ def run(tile: Tile, ctx: RunContext) -> list[str]:
     }
     marker = ctx.marker_meta(NAME, tile.id, meta)
     with storage.writing_dir(uri, marker) as staging:
-        for name in BAND_NAMES:
+        for name in bands:
             spec = BAND_SPECS[name]
             path = write_band(
                 spec, arrays[name], staging, crs=tile.crs, transform=transform, compression=options.compression
@@ -269,21 +292,22 @@ def run(tile: Tile, ctx: RunContext) -> list[str]:
                 "overview_resampling": spec.resampling.upper(),
                 "bytes": path.stat().st_size,
             }
-        problems = [
-            p.replace(str(staging), uri) for name in BAND_NAMES for p in check_byoc(staging / BAND_SPECS[name].file)
-        ]
+        problems = [p.replace(str(staging), uri) for name in bands for p in check_byoc(staging / BAND_SPECS[name].file)]
         if problems:
             raise CogCheckError(problems, where=f"publish tile {tile.id}")
-        meta["checks"] = {"byoc": "passed", "files": [BAND_SPECS[n].file for n in BAND_NAMES]}
+        meta["checks"] = {"byoc": "passed", "files": [BAND_SPECS[n].file for n in bands]}
         meta["seconds"] = round(time.perf_counter() - t0, 3)
         marker.update(meta)  # written last, when the block ends
     log.info(
-        "publish %s: %s (%d change polygon(s)) in %.2f s",
+        "publish %s (%s): %s (%d change polygon(s)) in %.2f s",
         tile.id,
-        ", ".join(BAND_SPECS[n].file for n in BAND_NAMES),
-        len(frame),
+        ctx.product_name,
+        ", ".join(BAND_SPECS[n].file for n in bands),
+        n_changes,
         meta["seconds"],
     )
+    if not ctx.is_primary_product:
+        return [uri]  # the imagery is the primary product's (one folder per tile and season)
     # The viewer's imagery: a folder of its own (not part of the BYOC tile), complete or absent.
     imagery = write_tile_imagery(tile, ctx, footprint_wgs84=meta["footprint_wgs84"], compression=options.compression)
     return [uri] if imagery.uri is None else [uri, imagery.uri]
@@ -301,7 +325,7 @@ def _folder_problems(ctx: RunContext, tiles: list[PublishedTile]) -> list[str]:
         dtypes = {b.file: b.dtype for b in t.bands.values()}
         stored = [n for n in ctx.storage.list_names(t.uri) if n.lower().endswith((".tif", ".tiff"))]
         folders[t.uri] = {name: dtypes.get(name, "undeclared") for name in stored}
-    problems = check_tile_folders(folders, expected=[spec.file for spec in BAND_SPECS.values()])
+    problems = check_tile_folders(folders, expected=[BAND_SPECS[name].file for name in product_bands(ctx)])
     for key, what in (("transition_codes", "transition code table"), ("legend", "legend")):
         variants: dict[str, list[str]] = {}
         for t in tiles:
@@ -316,6 +340,8 @@ def _folder_problems(ctx: RunContext, tiles: list[PublishedTile]) -> list[str]:
 
 
 def _load_change_store(ctx: RunContext, options: Options) -> dict[str, Any]:
+    if not ctx.is_primary_product:
+        return {"status": "skipped", "reason": f"the change store holds the {ctx.config.primary_product} changes"}
     if not options.change_store:
         return {"status": "skipped", "reason": "stages.publish.change_store is false"}
     try:
@@ -338,6 +364,14 @@ def _load_change_store(ctx: RunContext, options: Options) -> dict[str, Any]:
 def _register_byoc(ctx: RunContext, options: Options, tiles: list[PublishedTile]) -> dict[str, Any]:
     if options.byoc is None:
         return {"status": "skipped", "reason": "no stages.publish.byoc section in the config"}
+    if not ctx.is_primary_product:
+        primary = ctx.for_product(ctx.config.primary_product).config.stages.publish.byoc
+        if primary is not None and primary.collection == options.byoc.collection:
+            return {
+                "status": "skipped",
+                "reason": f"BYOC collection {options.byoc.collection!r} is the {ctx.config.primary_product} "
+                f"product's; give products.{ctx.product_name}.stages.publish.byoc its own collection",
+            }
     from lcms_tasks.publish import byoc
 
     result = dict(byoc.register_season(ctx, options.byoc, tiles))
@@ -348,7 +382,7 @@ def _register_byoc(ctx: RunContext, options: Options, tiles: list[PublishedTile]
 
 def finalize(ctx: RunContext) -> list[str]:
     """The season's mosaics, styles, STAC items, change store load and BYOC registration, then the summary."""
-    from lcms_tasks.publish import BAND_NAMES, imagery, stac
+    from lcms_tasks.publish import imagery, stac
     from lcms_tasks.publish.cog import CogCheckError
     from lcms_tasks.publish.mosaic import change_entries, class_entries, write_season_mosaic
     from lcms_tasks.publish.tiles import TransitionCode, published_tiles
@@ -372,7 +406,7 @@ def finalize(ctx: RunContext) -> list[str]:
             staging,
             season_tiles,
             mosaic_uri=mosaic_uri,
-            styles={b: styles[b] for b in BAND_NAMES},
+            styles={b: styles[b] for b in product_bands(ctx)},
             nodata_labels={"CHANGE": "no change"},
         )
         mosaic_meta.update(written)
@@ -380,13 +414,18 @@ def finalize(ctx: RunContext) -> list[str]:
     stac_result = stac.publish_season(ctx, season_tiles, license=options.stac_license)
     store_result = _load_change_store(ctx, options)
     byoc_result = _register_byoc(ctx, options, run_tiles)
-    imagery_result = imagery.write_season_index(ctx, [t.tile_id for t in season_tiles])
+    imagery_result = (
+        imagery.write_season_index(ctx, [t.tile_id for t in season_tiles])
+        if ctx.is_primary_product
+        else {"status": "skipped", "reason": f"the imagery is published with the {ctx.config.primary_product} maps"}
+    )
 
     summary = {
         **ctx.coverage(),
         "tiles_published_by_run": [t.tile_id for t in run_tiles],
         "tiles_published_in_season": [t.tile_id for t in season_tiles],
-        "byoc_tile_path": f"{ctx.config.project}/{ctx.season}/{NAME}/<tile>/(BAND).tiff",
+        "product": ctx.product_name,
+        "byoc_tile_path": byoc_tile_path(ctx),
         "bands": {name: dataclasses.asdict(b) for name, b in reference.bands.items()} if reference else {},
         "transition_codes": [c.to_dict() for c in codes],
         "mosaic": {"uri": mosaic_uri, **written},
@@ -396,7 +435,7 @@ def finalize(ctx: RunContext) -> list[str]:
         "imagery": imagery_result,
         "skipped": {
             step: result["reason"]
-            for step, result in (("change_store", store_result), ("byoc", byoc_result))
+            for step, result in (("change_store", store_result), ("byoc", byoc_result), ("imagery", imagery_result))
             if result.get("status") == "skipped"
         },
         "seconds": round(time.perf_counter() - t0, 3),

@@ -70,6 +70,7 @@ import numpy as np
 from pydantic import Field
 
 from lcms_tasks.errors import ArtefactMissingError, CorruptArtefactError, StageError
+from lcms_tasks.parcels.raster import Options as ParcelMarkerOptions
 from lcms_tasks.report.accuracy import AccuracyOptions
 from lcms_tasks.schema import StrictModel
 
@@ -148,6 +149,13 @@ class Options(StrictModel):
         description="Class-area changes smaller than this (km²) are never highlighted as drift, whatever their "
         "fraction (small classes change by large fractions).",
     )
+    parcel_markers: ParcelMarkerOptions | None = Field(
+        None,
+        description="Compute the season's parcel markers (crop type per declared parcel, disagreements) before the "
+        "report, which then shows the parcel agreement: set it on the crop type product "
+        "(products.crop_type.stages.reporting.parcel_markers: {declarations: {type: file, path: ..., class_column: "
+        "...}}). None: the report shows the markers `lcms parcels markers` made for the season, if any.",
+    )
 
 
 @dataclass
@@ -171,6 +179,8 @@ class _Acc:
     corrupt: list[dict[str, str]] = field(default_factory=list)
     run_ids: dict[str, set[str]] = field(default_factory=dict)
     map_sources: Counter[str] = field(default_factory=Counter)
+    # Season of the model behind each tile's prediction (prediction markers' ``model_season``).
+    model_seasons: Counter[str] = field(default_factory=Counter)
     quality_metas: list[dict[str, Any]] = field(default_factory=list)
     ref_metas: list[dict[str, Any]] = field(default_factory=list)
     # (tile id, the ``validated`` block of its add_reference marker): the operators' decisions it used.
@@ -310,6 +320,8 @@ def _read_changes(
     """
     from lcms_tasks.changes import read_changes
 
+    if not ctx.is_primary_product:
+        return None  # change detection maps the primary product's transitions only
     uri = ctx.tile_uri("change_detection", tile.id, season)
     if not ctx.storage.is_complete(uri):
         return None
@@ -328,11 +340,42 @@ def _read_changes(
     return frame, meta
 
 
+def _product_block(ctx: RunContext, acc: _Acc) -> dict[str, Any]:
+    """Which product the report is of, where it is mapped, and which season's model made its maps."""
+    cfg = ctx.config
+    product = cfg.product(ctx.product_name)
+    seasons = sorted(acc.model_seasons)
+    other = [s for s in seasons if s != ctx.season]
+    warning = None
+    if other:
+        warning = (
+            f"the maps of season {ctx.season} were predicted with the model trained on season "
+            f"{', '.join(other)} (stages.prediction.model_season): a model trained on one season does not carry "
+            "to another (crop calendars, sowing dates and weather differ), so expect lower accuracy than that "
+            f"season's; train a model for {ctx.season} once its reference exists"
+        )
+        log.warning("reporting %s (%s): %s", ctx.season, ctx.product_name, warning)
+    return {
+        "product": ctx.product_name,
+        "primary_product": cfg.primary_product,
+        "products": (ctx._root_config or cfg).product_names(),
+        "mask": product.mask.model_dump() if product.mask is not None else None,
+        "model_seasons": seasons,
+        "model_warning": warning,
+    }
+
+
+def truth_feature(ctx: RunContext) -> str:
+    """The download's synthetic truth layer of the product's legend."""
+    return "TRUTH_CROP_TYPE" if ctx.config.classification.legend == "crop_type" else "TRUTH_LAND_COVER"
+
+
 def _load_truth(
     tile: Tile, ctx: RunContext, acc: _Acc
 ) -> tuple[np.ndarray, gpd.GeoDataFrame | None, gpd.GeoDataFrame | None] | None:
-    """TRUTH_LAND_COVER (H, W), this season's TRUTH_CHANGES and every season's (column ``season_after``) of the
-    tile's download EOPatch, or None if it has no truth.
+    """The truth of the product's legend (TRUTH_LAND_COVER or TRUTH_CROP_TYPE, (H, W)), this season's
+    TRUTH_CHANGES and every season's (column ``season_after``) of the tile's download EOPatch, or None if it
+    has no truth.
 
     Corrupt truth layers are noted in ``acc``; the tile is then left out of the evaluation.
     """
@@ -341,23 +384,26 @@ def _load_truth(
     uri = ctx.tile_uri("download", tile.id)
     if not ctx.storage.is_complete(uri):
         return None
+    name = truth_feature(ctx)
     try:
-        patch, _ = eopatch.load(ctx.storage, uri, features=["mask_timeless/TRUTH_LAND_COVER"])
+        patch, _ = eopatch.load(ctx.storage, uri, features=[f"mask_timeless/{name}"])
     except ArtefactMissingError:
         return None  # a real (non-synthetic) source: nothing to evaluate against
     except CorruptArtefactError as err:
         acc.note_corrupt("download", tile.id, uri, err)
         return None
-    truth = np.asarray(patch.mask_timeless["TRUTH_LAND_COVER"])[..., 0]
+    truth = np.asarray(patch.mask_timeless[name])[..., 0]
     if truth.shape != tile.shape:
         acc.note_corrupt(
             "download",
             tile.id,
             uri,
-            f"{uri}/mask_timeless/TRUTH_LAND_COVER: shape {truth.shape}, the tile is {tile.shape}",
+            f"{uri}/mask_timeless/{name}: shape {truth.shape}, the tile is {tile.shape}",
         )
         return None
     changes = every_season = None
+    if not ctx.is_primary_product:
+        return truth, None, None
     try:
         cpatch, _ = eopatch.load(ctx.storage, uri, features=["vector_timeless/TRUTH_CHANGES"])
         changes = cpatch.vector_timeless["TRUTH_CHANGES"]
@@ -447,6 +493,11 @@ def _tile(
             acc.note_missing("postprocessing", tile.id)
     acc.map_sources[source] += 1
     record["map_source"] = source
+    puri = ctx.tile_uri("prediction", tile.id)
+    if ctx.storage.is_complete(puri):
+        model_season = ctx.storage.read_marker(puri).get("model_season")
+        if model_season:
+            acc.model_seasons[str(model_season)] += 1
     counts, conf = stats.zone_class_counts(classes, zones, n_zones, confidence)
     for z in range(n_zones):
         acc.zones[z].counts += counts[z]
@@ -572,7 +623,7 @@ def _tile(
                 acc.zones[z].n_polygons += len(sel)
         outlines = acc.outlines.setdefault(tile.epsg, [])
         outlines.extend(predicted_geoms[: max(MAX_OUTLINES - len(outlines), 0)])
-    else:
+    elif ctx.is_primary_product:
         acc.note_missing("change_detection", tile.id)  # listed once even if also noted as corrupt
     record["changes"] = changes_info
 
@@ -1005,6 +1056,7 @@ def build_report(ctx: RunContext) -> tuple[dict[str, Any], _Acc, gpd.GeoDataFram
             "run_id": ctx.run_id,
             "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "legend_name": cfg.classification.legend,
+            **_product_block(ctx, acc),
             "resolution_m": cfg.grid.resolution_m,
             "pixel_area_m2": pixel_area,
             "n_tiles": len(tiles),
@@ -1281,6 +1333,12 @@ def run(ctx: RunContext) -> list[str]:
     from lcms_tasks.report import accuracy, html
 
     binary, pdf_block = _pdf_plan(ctx)
+    options: Options = ctx.config.stages.reporting
+    written: list[str] = []
+    if options.parcel_markers is not None:
+        from lcms_tasks.parcels import raster
+
+        written.append(raster.run(ctx, options.parcel_markers)["uri"])
     report, acc, region_frame, legend = build_report(ctx)
     tiles = ctx.tiles()
     uri = ctx.run_uri(NAME, "report")
@@ -1327,4 +1385,4 @@ def run(ctx: RunContext) -> list[str]:
         if report["pdf"]["made"]
         else f"; no PDF: {report['pdf']['reason']}",
     )
-    return [uri]
+    return [*written, uri]

@@ -148,6 +148,23 @@ def _area_adjusted_line(block: dict[str, Any]) -> str:
     )
 
 
+def _product_summaries(ctx: Any) -> dict[str, Any]:
+    """Each product's figures from its own report (the primary product's is the demo summary's top level)."""
+    out: dict[str, Any] = {}
+    for pctx in ctx.contexts_for("reporting"):
+        folder = pctx.storage.local_path(pctx.run_uri("reporting", "report"))
+        report = json.loads((folder / "report.json").read_text())
+        evaluation = report.get("evaluation") or {}
+        out[pctx.product_name] = {
+            "legend": pctx.config.classification.legend,
+            "overall_accuracy": evaluation.get("overall_accuracy"),
+            "test_overall_accuracy": (report.get("metrics") or {}).get("overall_accuracy"),
+            "area_adjusted_overall_accuracy": (report.get("area_adjusted") or {}).get("overall_accuracy"),
+            "report_html": str(folder / "report.html"),
+        }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(REPO / "configs" / "demo.yaml"))
@@ -197,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     class_areas = {
         row["name"]: round(float(row["area_km2"]), 3) for row in total.get("class_areas", []) if row.get("area_km2")
     }
+    products = _product_summaries(last)
+    crop = products.get("crop_type") or {}
     summary: dict[str, Any] = {
         "project": cfg.project,
         "seasons": seasons,
@@ -208,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "test_overall_accuracy": metrics.get("overall_accuracy"),
         **_area_adjusted_summary(area_adjusted),
+        "crop_type_overall_accuracy": crop.get("overall_accuracy"),
+        "crop_type_test_overall_accuracy": crop.get("test_overall_accuracy"),
+        "products": products,
         "class_areas_km2": class_areas,
         "n_changes": (total.get("changes") or {}).get("n_polygons"),
         "stage_seconds": {k: round(v, 1) for k, v in stage_seconds.items()},
@@ -224,6 +246,13 @@ def main(argv: list[str] | None = None) -> int:
     print("\n=== LCMS demo summary ===")
     print(f"map accuracy vs truth (tiles not used for training): {summary['overall_accuracy']}")
     print(_area_adjusted_line(area_adjusted))
+    for name, figures in products.items():
+        if name != cfg.primary_product:
+            print(
+                f"{name} map accuracy vs truth (tiles not used for training, where both say a class): "
+                f"{figures['overall_accuracy']} (test split {figures['test_overall_accuracy']}); "
+                f"report {figures['report_html']}"
+            )
     print(f"change precision / recall (by area): {summary['change_precision']} / {summary['change_recall']}")
     print(f"change precision counting late detections: {summary['change_precision_with_tolerance']}")
     print(f"number of changes: {summary['n_changes']}")

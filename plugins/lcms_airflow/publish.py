@@ -29,7 +29,13 @@ def summarise_run(stage: str, spec: dict[str, Any]) -> dict[str, Any]:
     }
     if stage_info(stage).mapped:
         tiles = select_tiles(project_tiles(cfg), spec.get("tiles") or None)
-        missing = [t.id for t in tiles if not ctx.storage.is_complete(ctx.tile_uri(stage, t.id))]
+        # A product stage: every product's output of every tile.
+        missing = [
+            t.id if pctx.is_primary_product else f"{t.id} ({pctx.product_name})"
+            for pctx in ctx.contexts_for(stage)
+            for t in tiles
+            if not ctx.storage.is_complete(pctx.tile_uri(stage, t.id))
+        ]
         if missing:
             raise StageError(
                 f"stage {stage!r}, season {ctx.season}: {len(missing)} tile(s) incomplete: "

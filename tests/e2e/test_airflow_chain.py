@@ -55,6 +55,19 @@ def chain_config(config_path: Path) -> Path:
     cfg = yaml.safe_load(config_path.read_text())
     # 4 small tiles hold few pixels of the rarest classes: drop those rather than fail training.
     cfg["stages"] = {"training": {"drop_rare_classes": True, "min_samples_per_class": 10}}
+    # Two products: land cover, and crop type inside its cropland (three of the four tiles declare crops).
+    cfg["products"] = {
+        "land_cover": {"legend": "land_cover"},
+        "crop_type": {
+            "legend": "crop_type",
+            "mask": {"product": "land_cover", "classes": ["cropland"]},
+            "stages": {
+                "add_reference": {
+                    "sources": [{"type": "synthetic_truth", "tile_fraction": 0.75, "parcel_fraction": 1.0}]
+                }
+            },
+        },
+    }
     config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return config_path
 
@@ -130,6 +143,19 @@ def test_whole_chain_through_assets(
         assert row["from_class"] != row["to_class"]
         assert row["season_before"] == "2023" and row["season_after"] == "2024"
         assert row["area_m2"] >= 5000 and 0 <= row["confidence"] <= 1
+
+    # The crop type product went through the same runs: its own model, maps inside cropland, report.
+    crop = ctx.for_product("crop_type")
+    crop_model = ctx.storage.read_marker(crop.run_uri("training", "model"))
+    assert crop_model["run_id"] == runs["training"]["run_id"] and crop_model["legend_name"] == "crop_type"
+    for tile in tiles:
+        lc, _ = eopatch.load(ctx.storage, ctx.tile_uri("postprocessing", tile.id), features=["mask_timeless/CLASS"])
+        ct, _ = eopatch.load(ctx.storage, crop.tile_uri("postprocessing", tile.id), features=["mask_timeless/CLASS"])
+        assert not np.asarray(ct.mask_timeless["CLASS"])[np.asarray(lc.mask_timeless["CLASS"]) != 1].any()
+    crop_report = json.loads((ctx.storage.local_path(crop.run_uri("reporting", "report")) / "report.json").read_text())
+    assert crop_report["run"]["product"] == "crop_type" and crop_report["run"]["model_seasons"] == ["2024"]
+    assert crop_report["evaluation"]["n_eval_tiles"] >= 1 and crop_report["evaluation"]["overall_accuracy"] > 0.5
+    assert ctx.storage.complete_children(crop.stage_uri("publish")) == {t.id for t in tiles}
 
     # Published: every tile's COGs, the season's mosaics and the STAC catalog ...
     assert runs["publish"]["run_id"].startswith("asset_triggered__")

@@ -69,6 +69,11 @@ def project(tmp_path_factory: pytest.TempPathFactory, store_db: str) -> Path:  #
         "training": {"drop_rare_classes": True, "min_samples_per_class": 5},
         "prediction": {"model_season": "2023"},  # one model maps both seasons
     }
+    # A second product, crop type inside the land cover map's cropland (its own model, maps and collection).
+    cfg["products"] = {
+        "land_cover": {"legend": "land_cover"},
+        "crop_type": {"legend": "crop_type", "mask": {"product": "land_cover", "classes": ["cropland"]}},
+    }
     cfg["database"] = {"url": store_db}
     path = folder / "project.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -152,6 +157,7 @@ def test_operator_app_in_the_browser(service: ServiceProcess, store_db: str, tmp
     ]
     config = yaml.safe_load(Path(service.extra_env["LCMS_CONFIG"]).read_text())
     legend = {int(c["id"]): c["name"] for c in config["legends"]["land_cover"] if int(c["id"]) != 0}
+    crop_legend = [c["name"] for c in config["legends"]["crop_type"]]
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
@@ -222,6 +228,29 @@ def test_operator_app_in_the_browser(service: ServiceProcess, store_db: str, tmp
                 sum(1 for s in pixel["ndvi"].values() if any(p["ndvi"] is not None for p in s))
             )
             shot(page, "viewer-pixel")
+
+            # ---- the other product: crop type inside cropland, with its own legend and no change layer
+            with (
+                page.expect_response(
+                    lambda r: "/CLASS/tiles/" in r.url and "product=crop_type" in r.url and r.status == 200
+                ),
+                page.expect_response(lambda r: "/api/pixel?" in r.url and "product=crop_type" in r.url) as crop_px,
+            ):
+                page.locator("#v-product").select_option("crop_type")
+            # The clicked pixel is read again for the product shown: a crop or no data, never a land cover class.
+            assert crop_px.value.status == 200, crop_px.value.text()
+            for season, value in crop_px.value.json()["seasons"].items():
+                row = page.locator(f"#pixel-body tr").filter(has_text=season)
+                expect(row).to_contain_text(value["class_name"] if value["class_name"] else "no data")
+                assert value["class_name"] in (None, *crop_legend)
+            expect(page.locator("#legend-list li")).to_have_count(len(crop_legend))
+            expect(page.locator("#legend-list")).to_contain_text(crop_legend[0])
+            expect(page.locator("#v-band option[value='CHANGE']")).to_be_disabled()
+            expect(page.locator("#label-a")).to_contain_text("crop type")
+            page.wait_for_timeout(1000)
+            shot(page, "viewer-crop-type")
+            page.locator("#v-product").select_option("land_cover")
+            expect(page.locator("#legend-list li")).to_have_count(len(legend))
 
             # ---- Validation Tool: the queue, first change selected
             page.get_by_role("link", name="Validation Tool").click()

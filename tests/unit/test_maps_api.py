@@ -156,7 +156,13 @@ def test_projects_describe_products_seasons_bounds_and_transitions(
     (p,) = response.json()
     assert p["project"] == "maptest"
     assert p["products"] == [
-        {"id": "land_cover", "legend": [{k: c[k] for k in ("id", "name", "color")} for c in LEGEND]}
+        {
+            "id": "land_cover",
+            "legend": [{k: c[k] for k in ("id", "name", "color")} for c in LEGEND],
+            "primary": True,
+            "bands": ["CLASS", "CONFIDENCE", "CHANGE"],
+            "published_seasons": ["2023", "2024"],
+        }
     ]
     assert p["seasons"] == [
         {"id": "2023", "start": "2023-04-01", "end": "2023-09-30", "published": True, "imagery": True},

@@ -59,7 +59,7 @@ MARKER_KEYS = {
     "checks",
     "seconds",
 }
-COMMON_KEYS = {"stage", "tile", "project", "season", "run_id", "upstream_run_id", "written_at"}
+COMMON_KEYS = {"stage", "tile", "project", "season", "run_id", "product", "upstream_run_id", "written_at"}
 
 
 @pytest.fixture(scope="module")

@@ -123,8 +123,10 @@ export const api = {
   logout: () => request("POST", "api/auth/logout"),
   projects: () => request("GET", "api/projects"),
   imageryDates: (season) => request("GET", `api/imagery/${encodeURIComponent(season)}/dates`),
-  pixel: (lon, lat, seasons) =>
-    request("GET", "api/pixel", { params: { lon: lon.toFixed(6), lat: lat.toFixed(6), seasons: seasons.join(",") } }),
+  pixel: (lon, lat, seasons, product) =>
+    request("GET", "api/pixel", {
+      params: { lon: lon.toFixed(6), lat: lat.toFixed(6), seasons: seasons.join(","), product: product || undefined },
+    }),
   changes: (params) => request("GET", "api/changes", { params }),
   change: (id) => request("GET", `api/changes/${encodeURIComponent(id)}`),
   decide: (id, decision) => request("POST", `api/changes/${encodeURIComponent(id)}/decisions`, { body: decision }),
@@ -140,8 +142,10 @@ export const api = {
 
 /** Tile URL templates of the service's raster and vector tiles. */
 export const tiles = {
-  map: (season, band) =>
-    tileTemplate(`api/maps/${encodeURIComponent(season)}/${encodeURIComponent(band)}/tiles/{z}/{x}/{y}.png`),
+  map: (season, band, product) =>
+    tileTemplate(`api/maps/${encodeURIComponent(season)}/${encodeURIComponent(band)}/tiles/{z}/{x}/{y}.png`, {
+      product,
+    }),
   imagery: (season, render, date) =>
     tileTemplate(`api/imagery/${encodeURIComponent(season)}/tiles/{z}/{x}/{y}.png`, {
       render,

@@ -87,7 +87,12 @@ export class Viewer {
       this.mapA.fitBounds(this.project.bounds, { padding: 24, animate: false });
       this.refresh();
     });
-    for (const id of ["#v-product", "#v-band", "#v-changes", "#v-render", "#v-date", "#v-compare-season"]) {
+    $("#v-product").addEventListener("change", () => {
+      this.fillBands();
+      this.refresh();
+      if (this.lastPixel) this.pixel(this.lastPixel); // the pixel's classes of the product now shown
+    });
+    for (const id of ["#v-band", "#v-changes", "#v-render", "#v-date", "#v-compare-season"]) {
       $(id).addEventListener("change", () => this.refresh());
     }
     $("#v-season").addEventListener("change", () => this.refresh({ datesChanged: true }));
@@ -108,6 +113,7 @@ export class Viewer {
       $("#v-product"),
       (p.products || []).map((x) => ({ value: x.id, label: x.id.replace(/_/g, " ") })),
     );
+    this.fillBands();
     const seasons = seasonsOf(p, { all: true });
     const options = seasons.map((s) => ({
       value: s.id,
@@ -119,6 +125,14 @@ export class Viewer {
     fillSelect($("#v-season"), options, latest);
     const previous = published.length > 1 ? published[published.length - 2].id : latest;
     fillSelect($("#v-compare-season"), options, previous);
+  }
+
+  /** Only the layers the product has (another product than the primary one has no change map). */
+  fillBands() {
+    const bands = this.product.bands || ["CLASS", "CONFIDENCE", "CHANGE"];
+    const select = $("#v-band");
+    for (const option of select.options) option.disabled = !bands.includes(option.value);
+    if (!bands.includes(select.value)) select.value = bands[0];
   }
 
   get opacity() {
@@ -150,7 +164,7 @@ export class Viewer {
     const showChanges = $("#v-changes").checked;
     const date = $("#v-date").value;
     setRaster(this.mapA, "imagery", render ? tiles.imagery(season, render, date) : null, { bounds });
-    setRaster(this.mapA, "map", tiles.map(season, band), { bounds, opacity: this.opacity });
+    setRaster(this.mapA, "map", tiles.map(season, band, this.product.id), { bounds, opacity: this.opacity });
     setChanges(this.mapA, showChanges ? this.changesUrl(season) : null);
     const productName = this.product.id.replace(/_/g, " ");
     const imageryLabel = render ? ` over ${RENDER_LABELS[render]} ${date === "composite" ? "composite" : date}` : "";
@@ -161,7 +175,7 @@ export class Viewer {
       if (compareWith === "map") {
         const other = $("#v-compare-season").value;
         setRaster(this.mapB, "imagery", render ? tiles.imagery(other, render, "composite") : null, { bounds });
-        setRaster(this.mapB, "map", tiles.map(other, band), { bounds, opacity: this.opacity });
+        setRaster(this.mapB, "map", tiles.map(other, band, this.product.id), { bounds, opacity: this.opacity });
         setChanges(this.mapB, showChanges ? this.changesUrl(other) : null);
         const img = render ? ` over ${RENDER_LABELS[render]} composite` : "";
         $("#label-b").textContent = `${other} · ${productName} ${BAND_LABELS[band]}${img}`;
@@ -277,6 +291,7 @@ export class Viewer {
 
   /** The pixel at `lngLat`: class and confidence in each shown map, the change under it, its NDVI series. */
   async pixel(lngLat) {
+    this.lastPixel = lngLat;
     for (const pin of this.pins) pin.remove();
     this.pins = [this.mapA, this.mapB]
       .filter((m) => m && (m === this.mapA || this.mode !== "off"))
@@ -289,7 +304,7 @@ export class Viewer {
     body.replaceChildren(h("p", { class: "hint" }, "Reading the pixel…"));
     let answer;
     try {
-      answer = await api.pixel(lngLat.lng, lngLat.lat, unique);
+      answer = await api.pixel(lngLat.lng, lngLat.lat, unique, this.product.id);
     } catch (err) {
       body.replaceChildren(h("p", { class: "error" }, `Could not read the pixel: ${err.message}`));
       return;
