@@ -9,6 +9,13 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import settings as _hypothesis_settings
+
+# Property tests draw the same examples on every run (CI included): a failure is reproducible, never a fluke
+# of one random draw. HYPOTHESIS_PROFILE=explore draws new examples, to look for more.
+_hypothesis_settings.register_profile("lcms", derandomize=True, database=None)
+_hypothesis_settings.register_profile("explore", derandomize=False)
+_hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "lcms"))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

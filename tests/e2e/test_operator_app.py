@@ -240,7 +240,7 @@ def test_operator_app_in_the_browser(service: ServiceProcess, store_db: str, tmp
             # The clicked pixel is read again for the product shown: a crop or no data, never a land cover class.
             assert crop_px.value.status == 200, crop_px.value.text()
             for season, value in crop_px.value.json()["seasons"].items():
-                row = page.locator(f"#pixel-body tr").filter(has_text=season)
+                row = page.locator("#pixel-body tr").filter(has_text=season)
                 expect(row).to_contain_text(value["class_name"] if value["class_name"] else "no data")
                 assert value["class_name"] in (None, *crop_legend)
             expect(page.locator("#legend-list li")).to_have_count(len(crop_legend))

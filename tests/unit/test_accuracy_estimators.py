@@ -229,9 +229,13 @@ FIELDS = (
 
 def _assert_same(a: object, b: object) -> None:
     # Equal up to floating-point rounding: Stehman's variances sum squared deviations, Olofsson's
-    # multiply proportions, so a tiny SE can differ in its 8th significant digit.
+    # multiply proportions. The rounding is on the variance (about 1e-16 of the largest term), so a tiny
+    # SE (its square root) can differ in its 5th significant digit: SEs are compared as variances.
     for name in FIELDS:
-        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-7, atol=1e-10, err_msg=name)
+        x, y = np.asarray(getattr(a, name), float), np.asarray(getattr(b, name), float)
+        if name.endswith("_se"):
+            x, y = x**2, y**2
+        np.testing.assert_allclose(x, y, rtol=1e-7, atol=1e-13, err_msg=name)
     for name in ("overall_accuracy", "overall_accuracy_se", "total_area"):
         assert getattr(a, name) == pytest.approx(getattr(b, name), rel=1e-9, abs=1e-12), name
 
