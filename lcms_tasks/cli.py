@@ -81,11 +81,8 @@ def _refuse_inapplicable(args: argparse.Namespace, mapped: bool) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from lcms_tasks import runner
-    from lcms_tasks.checks import check_project
     from lcms_tasks.config import load_config
     from lcms_tasks.context import RunContext
-    from lcms_tasks.preflight import check_run
     from lcms_tasks.stages import stage_info
 
     info = stage_info(args.stage)
@@ -102,30 +99,100 @@ def _cmd_run(args: argparse.Namespace) -> int:
         params=params,
         # --batch numbers the batches of the tiles they were planned on (--subset); --tile picks tiles.
         subset=args.subset if args.batch else args.tile,
+        excluded=_parse_excluded(args.exclude),
+        rerun_of=args.rerun_of,
     )
+    return _run_checked(args.stage, ctx, args.config, batch=args.batch)
+
+
+def _run_checked(stage: str, ctx: Any, config_path: str, *, batch: str | None = None) -> int:
+    """Check the run before any work, run it, print what it did; 1 when tiles failed (within tolerance)."""
+    from lcms_tasks import runner, tolerance
+    from lcms_tasks.checks import check_project
+    from lcms_tasks.preflight import check_run
+    from lcms_tasks.stages import stage_info
+
+    info = stage_info(stage)
     # Everything that can be checked without imagery, before any work: the config and what it points to,
     # the batch, the tile subset, the run parameters, and that this stage's inputs exist.
-    check_project(cfg, config_path=args.config, seasons=[ctx.season])
-    if args.batch:
-        runner.tiles_of_batch(ctx, args.batch)
-    check_run(args.stage, ctx)
+    check_project(ctx.config, config_path=config_path, seasons=[ctx.season])
+    if batch:
+        runner.tiles_of_batch(ctx, batch)
+    check_run(stage, ctx)
     out: dict[str, Any]
     if not info.mapped:
         out = {
-            "stage": args.stage,
+            "stage": stage,
             "season": ctx.season,
             "run_id": ctx.run_id,
             **ctx.coverage(),
-            "written": runner.run_stage(args.stage, ctx),
+            "written": runner.run_stage(stage, ctx),
         }
-    elif args.batch:
-        out = runner.run_batch(args.stage, args.batch, ctx).to_dict()
+    elif batch:  # one batch of a DAG run: the DAG's publish task assesses the whole run
+        out = runner.run_batch(stage, batch, ctx).to_dict()
     else:
-        out = runner.run_tiles(args.stage, ctx.tiles(), ctx).to_dict()
+        result = runner.run_tiles(stage, ctx.tiles(), ctx, raise_on_failure=False)
+        out = result.to_dict()
+        # The whole run: its failed tiles within the stage's tolerance, or TooManyFailedTilesError (exit 1).
+        out["summary"] = tolerance.finish_stage_run(stage, ctx)
         if info.finalize:  # the season-level step after the tiles (a --batch run leaves it to the DAG)
-            out["finalized"] = runner.finalize_stage(args.stage, ctx)
+            out["finalized"] = runner.finalize_stage(stage, ctx)
+        if result.failed:
+            print(json.dumps(out, indent=1))
+            summary = out["summary"]
+            print(
+                f"error: stage {stage!r}: {len(result.failed)} of {summary['n_planned']} tile(s) failed, within the "
+                f"{summary['allowed_failures']} {summary['tolerance']} tolerates: the run is usable, the stages "
+                f"below leave these tiles out (pass them --exclude, as the DAGs do). Once the cause is fixed: "
+                f"`{tolerance.rerun_command(ctx, stage)}`",
+                file=sys.stderr,
+            )
+            for tile, message in sorted(result.failed.items()):
+                print(f"  {tile}: {message}", file=sys.stderr)
+            return EXIT_FAILED
     print(json.dumps(out, indent=1))
     return 0
+
+
+def _parse_excluded(items: list[str] | None) -> dict[str, str]:
+    """``--exclude TILE[=REASON]`` values as tile -> reason."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        tile, _, reason = item.partition("=")
+        if tile.strip():
+            out[tile.strip()] = reason.strip() or "excluded from the command line"
+    return out
+
+
+def _cmd_rerun_failed(args: argparse.Namespace) -> int:
+    from lcms_tasks.config import load_config
+    from lcms_tasks.context import RunContext
+    from lcms_tasks.errors import ConfigError
+    from lcms_tasks.stages import stage_info
+    from lcms_tasks.tolerance import rerun_spec
+
+    if not stage_info(args.stage).mapped:
+        raise ConfigError(f"stage {args.stage!r} runs once per season: it has no failed tiles to re-run")
+    cfg = load_config(args.config)
+    found = rerun_spec(args.stage, RunContext.create(cfg, season=args.season, run_id=args.run_id), args.run_id)
+    ctx = RunContext.create(
+        cfg,
+        season=args.season,
+        run_id=args.new_run_id,
+        config_path=str(Path(args.config).resolve()),
+        # The run's other tiles are complete: only the failed ones run, and the summary covers the whole scope.
+        skip_existing=True,
+        params=found["params"],
+        subset=found["tiles"] or None,
+        excluded=found["excluded"],
+        rerun_of=args.run_id,
+    )
+    print(
+        f"re-running {len(found['failed'])} failed tile(s) of run {args.run_id} of {args.stage} "
+        f"(season {ctx.season}): {', '.join(found['failed'])}",
+        file=sys.stderr,
+    )
+    return _run_checked(args.stage, ctx, args.config)
 
 
 def _parse_params(items: list[str]) -> dict[str, str]:
@@ -498,8 +565,10 @@ def _stages_epilog() -> str:
         "",
         "per-tile stages run on every tile, the tiles of --tile, or one --batch; per-season stages read",
         "the outputs of every tile, or of the --tile subset. Exit status: 0 done, 1 some tiles failed",
-        "(each listed, errors recorded under <stage>/_run/failures/), 2 bad input (config, options,",
-        "parameters or a missing upstream: one line says what to do).",
+        "(each listed, errors recorded under <stage>/_run/failures/; within the stage's tolerance,",
+        "`failures` in the config, the run is usable: the stages below take the gaps with --exclude and",
+        "`lcms rerun-failed` re-runs them), 2 bad input (config, options, parameters or a missing",
+        "upstream: one line says what to do).",
     ]
     return "\n".join(lines)
 
@@ -544,6 +613,14 @@ def _add_run_parser(sub: Any) -> None:
     p.add_argument("--run-id", help="run id recorded with the outputs (default: manual__<UTC time>)")
     p.add_argument("--upstream-run-id", help="run id of the upstream stage run this run follows (lineage)")
     p.add_argument(
+        "--exclude",
+        action="append",
+        metavar="TILE[=REASON]",
+        help="leave this tile out (repeatable): a gap an upstream run left (its failed tile); per-season stages "
+        "read the other tiles and the report lists the gap with REASON",
+    )
+    p.add_argument("--rerun-of", help=argparse.SUPPRESS)  # the run whose failed tiles a DAG run re-runs
+    p.add_argument(
         "--param",
         action="append",
         default=[],
@@ -553,6 +630,28 @@ def _add_run_parser(sub: Any) -> None:
     )
     _add_debug(p)
     p.set_defaults(func=_cmd_run)
+
+    r = sub.add_parser(
+        "rerun-failed",
+        help="re-run the failed tiles of an earlier run of a per-tile stage",
+        description="Re-run exactly the tiles that failed in run RUN_ID of STAGE (its run summary lists them), "
+        "over that run's tiles with its parameters and gaps; the tiles that succeeded are complete and skipped. "
+        "Then run the stages below with --skip-existing to fill the gaps (in Airflow: trigger lcms_STAGE with "
+        "rerun_failed=RUN_ID and the chain does it). Exit status as `lcms run`.",
+    )
+    r.add_argument("stage", choices=[s for s in stage_names() if _mapped(s)], metavar="STAGE", help="a per-tile stage")
+    r.add_argument("--config", required=True, help="project config YAML")
+    r.add_argument("--season", help="season id of the config (default: the latest season)")
+    r.add_argument("--run-id", required=True, help="the run whose failed tiles to re-run (its summary names them)")
+    r.add_argument("--new-run-id", help="run id of the re-run (default: manual__<UTC time>)")
+    _add_debug(r)
+    r.set_defaults(func=_cmd_rerun_failed)
+
+
+def _mapped(stage: str) -> bool:
+    from lcms_tasks.stages import stage_info
+
+    return stage_info(stage).mapped
 
 
 def _add_debug(p: argparse.ArgumentParser) -> None:
@@ -758,7 +857,7 @@ def main(argv: list[str] | None = None) -> int:
     except TileFailureError as err:
         if debug:
             traceback.print_exc()
-        print(f"error: stage {err.stage!r}: {len(err.failures)} tile(s) failed:", file=sys.stderr)
+        print(f"error: {err.headline}:", file=sys.stderr)
         for tile, message in sorted(err.failures.items()):
             print(f"  {tile}: {message}", file=sys.stderr)
         return EXIT_USAGE if err.permanent else EXIT_FAILED

@@ -10,6 +10,7 @@ and production. Relative paths are relative to the config file's folder.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import re
 from pathlib import Path
@@ -226,6 +227,63 @@ class ProductConfig(StrictModel):
     stages: ProductStages = Field(default_factory=ProductStages, description="This product's own stage options.")
 
 
+#: Mapped stages whose outputs are the training samples: a tile failed there biases the model, so by
+#: default none may fail (``failures.training_inputs``).
+TRAINING_INPUT_STAGES = ("add_reference", "sampling")
+
+
+class Tolerance(StrictModel):
+    """How many tiles of one stage run may fail with the run still handed on: the larger of the two limits."""
+
+    max_count: int = Field(0, ge=0, description="Failed tiles tolerated whatever the run's size.")
+    max_fraction: float = Field(
+        0.0, ge=0.0, le=1.0, description="Failed tiles tolerated as a share of the tiles the run processes."
+    )
+
+    def allowed(self, n_tiles: int) -> int:
+        """Failed tiles tolerated in a run of ``n_tiles`` tiles."""
+        return max(self.max_count, math.floor(self.max_fraction * n_tiles + 1e-9))
+
+
+class FailuresConfig(StrictModel):
+    """Failed tiles a stage run tolerates: within it the run hands on the tiles that succeeded, the failed
+    ones become gaps (listed in the run summary and the report) that ``lcms rerun-failed`` fills later."""
+
+    mapped: Tolerance = Field(
+        default_factory=lambda: Tolerance(max_fraction=0.02),
+        description="Stages whose failed tiles are gaps in the maps: download, features, prediction, "
+        "postprocessing, change_detection, publish (default: 2 % of the run's tiles).",
+    )
+    training_inputs: Tolerance = Field(
+        default_factory=Tolerance,
+        description="Stages whose tiles are the training samples: add_reference, sampling (default: none).",
+    )
+    stages: dict[str, Tolerance] = Field(
+        default_factory=dict, description="Per-stage tolerances (by stage name), replacing the two above."
+    )
+
+    @field_validator("stages")
+    @classmethod
+    def _mapped_stages(cls, v: dict[str, Tolerance]) -> dict[str, Tolerance]:
+        from lcms_tasks.stages import STAGES
+
+        mapped = [s.name for s in STAGES if s.mapped]
+        unknown = sorted(set(v) - set(mapped))
+        if unknown:
+            raise ValueError(
+                f"{', '.join(unknown)}: only per-tile stages have failed tiles to tolerate ({', '.join(mapped)})"
+            )
+        return v
+
+    def for_stage(self, stage: str) -> tuple[Tolerance, str]:
+        """The tolerance of ``stage`` and the config key it comes from (for messages)."""
+        if stage in self.stages:
+            return self.stages[stage], f"failures.stages.{stage}"
+        if stage in TRAINING_INPUT_STAGES:
+            return self.training_inputs, "failures.training_inputs"
+        return self.mapped, "failures.mapped"
+
+
 class StagesConfig(StrictModel):
     """Per-stage options (each stage module owns its schema)."""
 
@@ -264,6 +322,7 @@ class ProjectConfig(StrictModel):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     stages: StagesConfig = Field(default_factory=StagesConfig)
+    failures: FailuresConfig = Field(default_factory=FailuresConfig)
 
     # Folder of the config file; relative paths resolve against it. Not part of the schema.
     base_dir: Path = Field(default=Path(), exclude=True, description="(internal) folder of the config file")

@@ -33,6 +33,11 @@ class RunContext:
     #: :data:`lcms_tasks.stages.PRODUCT_STAGES` keep a product's artefacts apart: the primary product's
     #: under ``<season>/<stage>/``, any other's under ``<season>/products/<product>/<stage>/``.
     product: str | None = None
+    #: Tiles of the subset this run leaves out, with the reason: gaps an upstream stage run handed on
+    #: (its failed tiles, within its tolerance). :meth:`tiles` skips them; reports list them.
+    excluded: dict[str, str] = field(default_factory=dict)
+    #: The run whose failed tiles this run re-runs (``lcms rerun-failed``), for the run summary.
+    rerun_of: str | None = None
     _tiles: list[Tile] | None = field(default=None, init=False, repr=False)
     # The project's config when ``config`` is a product's view of it (see :meth:`for_product`).
     _root_config: ProjectConfig | None = field(default=None, init=False, repr=False)
@@ -50,6 +55,8 @@ class RunContext:
         upstream_run_id: str | None = None,
         params: dict[str, Any] | None = None,
         subset: list[str] | None = None,
+        excluded: dict[str, str] | None = None,
+        rerun_of: str | None = None,
     ) -> RunContext:
         season_id = season or config.default_season()
         config.season(season_id)  # fail early, naming the known seasons
@@ -68,6 +75,8 @@ class RunContext:
             upstream_run_id=upstream_run_id,
             params=dict(params or {}),
             subset=list(dict.fromkeys(subset)) if subset else None,
+            excluded=dict(excluded or {}),
+            rerun_of=rerun_of,
         )
 
     def project_tiles(self) -> list[Tile]:
@@ -78,25 +87,41 @@ class RunContext:
             self._project_tiles = project_tiles(self.config)
         return self._project_tiles
 
-    def tiles(self) -> list[Tile]:
-        """The tiles this run covers: the subset, or every tile (``ConfigError`` for ids not in the grid)."""
+    def tiles(self, *, include_excluded: bool = False) -> list[Tile]:
+        """The tiles this run covers: the subset (or every tile) less the excluded ones.
+
+        ``ConfigError`` for ids not in the grid. ``include_excluded``: the subset as asked for, gaps included.
+        """
         if self._tiles is None:
             from lcms_tasks.grid import select_tiles
 
             self._tiles = select_tiles(self.project_tiles(), self.subset)
-        return self._tiles
+        if include_excluded or not self.excluded:
+            return self._tiles
+        return [t for t in self._tiles if t.id not in self.excluded]
+
+    def with_excluded(self, more: dict[str, str]) -> RunContext:
+        """This run with the tiles of ``more`` left out as well (their reasons kept)."""
+        if not more:
+            return self
+        other = dataclasses.replace(self, excluded={**self.excluded, **more})
+        other._root_config = self._root_config
+        other._project_tiles = self._project_tiles
+        other._tiles = self._tiles
+        return other
 
     @property
     def is_subset(self) -> bool:
-        """True when the run covers only part of the project's tiles."""
-        return bool(self.subset) and len(self.tiles()) < len(self.project_tiles())
+        """True when the run was asked for part of the project's tiles (gaps left by failures aside)."""
+        return bool(self.subset) and len(self.tiles(include_excluded=True)) < len(self.project_tiles())
 
     def coverage(self) -> dict[str, Any]:
-        """What a per-season artefact covers: the tile subset (None: all) and the counts."""
+        """What a per-season artefact covers: the tile subset (None: all), the gaps and the counts."""
         return {
-            "tile_subset": [t.id for t in self.tiles()] if self.is_subset else None,
+            "tile_subset": [t.id for t in self.tiles(include_excluded=True)] if self.is_subset else None,
             "n_tiles": len(self.tiles()),
             "n_project_tiles": len(self.project_tiles()),
+            "excluded": dict(sorted(self.excluded.items())),
         }
 
     # -- products -----------------------------------------------------------------------------------

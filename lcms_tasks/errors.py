@@ -71,6 +71,8 @@ class TileFailureError(StageError):
         self.stage = stage
         self.failures = failures
         self.permanent = permanent
+        #: The line a CLI prints above the failed tiles.
+        self.headline = f"stage {stage!r}: {len(failures)} tile(s) failed"
         lines = "; ".join(f"{tile}: {err}" for tile, err in sorted(failures.items()))
         super().__init__(f"stage {stage!r}: {len(failures)} tile(s) failed: {lines}")
 

@@ -5,7 +5,8 @@ The CLI, an Airflow task, an ECS container and a Celery worker all call
 error goes to ``<stage>/_run/failures/<run id>/<tile>.json``) and the other
 tiles of the batch still run; the batch then raises :class:`TileFailureError`, so
 the orchestrator retries it, and ``skip_existing`` lets the retry skip the
-tiles already complete.
+tiles already complete. Whether the stage run as a whole is usable despite failed
+tiles is decided once, after every batch, by :mod:`lcms_tasks.tolerance`.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def run_tiles(stage_name: str, tiles: list[Tile], ctx: RunContext, *, raise_on_f
     permanent: list[str] = []
     start = time.perf_counter()
     contexts = ctx.contexts_for(stage_name)
-    for tile in tiles:
+    for done, tile in enumerate(tiles):
         # A product stage runs each product in turn on the tile (in config order: a product masked by
         # another finds that one's output of the tile written already).
         todo = [
@@ -113,7 +114,15 @@ def run_tiles(stage_name: str, tiles: list[Tile], ctx: RunContext, *, raise_on_f
                 },
             )
         else:
-            log.info("%s %s: done in %.1f s", stage_name, tile.id, time.perf_counter() - t0)
+            log.info(
+                "%s %s: done in %.1f s (%d of %d tile(s) done, %d failed)",
+                stage_name,
+                tile.id,
+                time.perf_counter() - t0,
+                done + 1 - len(result.failed),
+                len(tiles),
+                len(result.failed),
+            )
     result.seconds = time.perf_counter() - start
     if result.failed and raise_on_failure:
         # Retrying cannot help when every failure is permanent (bad input, missing upstream).
@@ -131,6 +140,10 @@ def finalize_stage(stage_name: str, ctx: RunContext) -> list[str]:
     info = stage_info(stage_name)
     if not info.finalize:
         return []
+    from lcms_tasks.tolerance import check_within_tolerance
+
+    # Beyond the tolerance nothing season-level is built; within it, from the tiles that succeeded.
+    ctx = check_within_tolerance(stage_name, ctx)
     module = get_stage(stage_name)
     uris: list[str] = []
     for pctx in ctx.contexts_for(stage_name):
@@ -142,8 +155,14 @@ def run_stage(stage_name: str, ctx: RunContext) -> list[str]:
     """Run a stage that works on the whole season at once (not mapped)."""
     if stage_info(stage_name).mapped:
         raise ValueError(f"stage {stage_name!r} is mapped per tile; use run_tiles / run_batch")
+    info = stage_info(stage_name)
     module = get_stage(stage_name)
     uris: list[str] = []
     for pctx in ctx.contexts_for(stage_name):
+        if info.season_artefact and ctx.skip_existing:
+            kept = pctx.run_uri(stage_name, info.season_artefact)
+            if ctx.storage.is_complete(kept):
+                log.info("%s (%s): %s complete already, kept (skip_existing)", stage_name, pctx.product_name, kept)
+                continue
         uris.extend(module.run(pctx))
     return uris

@@ -105,6 +105,44 @@ def plot_class_areas(rows: Sequence[Mapping[str, Any]], path: Path, title: str) 
         plt.close(fig)
 
 
+READINESS_COLOURS = {"ready": "#27ae60", "not ready": "#e67e22", "empty": "#95a5a6"}
+
+
+def readiness_status(tile: Mapping[str, Any]) -> str:
+    return "empty" if tile.get("empty") else "ready" if tile.get("ready", True) else "not ready"
+
+
+def plot_readiness(tiles: Sequence[Mapping[str, Any]], path: Path) -> None:
+    """The country's tiles (lon/lat boxes) coloured by the readiness gate's verdict."""
+    plt = _pyplot()
+    from matplotlib.patches import Patch, Rectangle
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    try:
+        for tile in tiles:
+            x0, y0, x1, y1 = tile["lonlat_bounds"]
+            colour = READINESS_COLOURS[readiness_status(tile)]
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, facecolor=colour, edgecolor="white", linewidth=0.5))
+        xs = [v for t in tiles for v in (t["lonlat_bounds"][0], t["lonlat_bounds"][2])]
+        ys = [v for t in tiles for v in (t["lonlat_bounds"][1], t["lonlat_bounds"][3])]
+        ax.set_xlim(min(xs), max(xs))
+        ax.set_ylim(min(ys), max(ys))
+        ax.set_aspect(1 / max(np.cos(np.radians((min(ys) + max(ys)) / 2)), 0.1))
+        ax.set_xlabel("longitude")
+        ax.set_ylabel("latitude")
+        counts = {k: sum(1 for t in tiles if readiness_status(t) == k) for k in READINESS_COLOURS}
+        ax.legend(
+            handles=[Patch(color=c, label=f"{k} ({counts[k]})") for k, c in READINESS_COLOURS.items()],
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+        )
+        ax.set_title("Data readiness per tile")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
+
+
 def plot_accuracy_bars(
     classes: Sequence[str],
     users: Sequence[float | None],
@@ -603,7 +641,57 @@ def _coverage_line(run: Mapping[str, Any]) -> str:
         )
     if of is None:
         return f"<p>Tiles: {fmt(n)}.</p>"
+    if run.get("gaps"):
+        return (
+            f'<p class="warn"><strong>Gaps:</strong> this report covers {fmt(n)} of the project\'s {fmt(of)} tiles; '
+            f'{fmt(len(run["gaps"]))} failed in a stage of the run (<a href="#gaps">Gaps</a>).</p>'
+        )
     return f"<p>This report covers all {fmt(of)} tiles of the project.</p>"
+
+
+def _gaps_section(run: Mapping[str, Any]) -> list[str]:
+    """The tiles an upstream stage run failed on (within its tolerance): left out of every figure."""
+    gaps = run.get("gaps") or []
+    if not gaps:
+        return []
+    rows = "".join(f"<tr><td>{esc(g['tile'])}</td><td>{esc(g['reason'])}</td></tr>" for g in gaps)
+    return [
+        '<section class="chapter" id="gaps"><h2>Gaps</h2>',
+        f'<p class="warn"><strong>{fmt(len(gaps))} tile(s) failed</strong> in a stage of this run, within the '
+        "stage's failure tolerance: they are left out of every figure and map of this report. Re-run them with "
+        "<code>lcms rerun-failed STAGE --run-id RUN</code> (or trigger the stage's DAG with "
+        "<code>rerun_failed</code>): the chain below then fills the gaps.</p>",
+        f"<table><thead><tr><th>tile</th><th>why</th></tr></thead><tbody>{rows}</tbody></table></section>",
+    ]
+
+
+def _readiness_section(run: Mapping[str, Any], images: Mapping[str, Any]) -> list[str]:
+    """The data-readiness gate: the map of the tiles, the thresholds, the tiles not ready and why."""
+    block = run.get("readiness") or {}
+    if not block.get("n_tiles"):
+        return []
+    gate = block["thresholds"]
+    parts = [
+        '<section class="chapter" id="readiness"><h2>Data readiness</h2>',
+        f"<p>A tile is ready for classification when at most {pct(gate['max_share_below'])} of its pixels have "
+        f"fewer than {fmt(gate['min_valid_observations'])} clear observation(s) over the season. "
+        f"{fmt(block['n_ready'])} of {fmt(block['n_tiles'])} tile(s) are ready; {fmt(block['n_not_ready'])} are not "
+        f"({fmt(block['n_empty'])} empty: no clear observation at all).</p>",
+    ]
+    if images.get("readiness"):
+        parts.append(_img(images["readiness"], "Data readiness per tile", "map"))
+    if block["not_ready"]:
+        rows = "".join(
+            f"<tr><td>{esc(r['tile'])}</td><td>{esc(r['reason'])}</td><td>{fmt(r['mean_valid_observations'])}</td>"
+            f"<td>{'predicted, flagged' if r['mapped'] else 'no data (not sampled, not predicted)'}</td></tr>"
+            for r in block["not_ready"]
+        )
+        parts.append(
+            "<table><thead><tr><th>tile</th><th>why not ready</th><th>mean clear observations</th>"
+            f"<th>in the maps</th></tr></thead><tbody>{rows}</tbody></table>"
+        )
+    parts.append("</section>")
+    return parts
 
 
 def _inputs_section(report: Mapping[str, Any]) -> list[str]:
@@ -1222,6 +1310,7 @@ def render(report: Mapping[str, Any], images: Mapping[str, Any]) -> str:
     n_tiles = fmt(run["n_tiles"]) + (f" of {fmt(run.get('n_project_tiles'))}" if subset else "")
     cards = [
         _card("tiles" + (" (subset)" if subset else ""), n_tiles),
+        *([_card("gaps (failed tiles)", fmt(len(run["gaps"])))] if run.get("gaps") else []),
         _card("area of tiles (km²)", fmt(total["area_km2"], 2)),
         _card(
             "AOI area within these tiles (km²)" if subset else "AOI area (km²)",
@@ -1252,6 +1341,8 @@ def render(report: Mapping[str, Any], images: Mapping[str, Any]) -> str:
     if previous.get("available"):
         cards.append(_card(f"class areas beyond ±{100 * previous['drift_threshold']:g} %", fmt(previous["n_drift"])))
     parts.append('<div class="cards">' + "".join(cards) + "</div>")
+    parts += _gaps_section(run)
+    parts += _readiness_section(run, images)
     parts += _inputs_section(report)
 
     parts.append('<section class="chapter"><h2>Maps</h2>')

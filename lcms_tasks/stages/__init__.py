@@ -37,6 +37,10 @@ class StageInfo:
     #: Mapped stages only: the module also has ``finalize(ctx) -> list[str]``, run once for the season
     #: after every batch (season-level artefacts built from the tiles' outputs).
     finalize: bool = False
+    #: Per-season stages only: the run-level artefact that holds the stage's result (``<stage>/_run/<name>``).
+    #: A run with ``skip_existing`` keeps it when it is complete, as per-tile stages keep complete tiles: a
+    #: re-run of failed tiles (:mod:`lcms_tasks.tolerance`) predicts them with the model the other tiles had.
+    season_artefact: str | None = None
 
 
 STAGES: tuple[StageInfo, ...] = (
@@ -74,6 +78,7 @@ STAGES: tuple[StageInfo, ...] = (
         False,
         "sampling",
         "All tiles' samples merged into ML-ready datasets with a spatial train/validation/test split.",
+        season_artefact="dataset",
     ),
     StageInfo(
         "training",
@@ -81,6 +86,7 @@ STAGES: tuple[StageInfo, ...] = (
         False,
         "merge_features",
         "XGBoost classifier trained with early stopping; model, metadata and test metrics stored.",
+        season_artefact="model",
     ),
     StageInfo(
         "prediction",

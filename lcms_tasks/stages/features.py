@@ -17,12 +17,15 @@ needs a few tens of MB whatever the tile size.
 Output EOPatch: ``data/FEATURES`` (K, H, W, F) float32 on the regular dates,
 ``mask_timeless/VALID_COUNT`` (H, W, 1) uint16 (valid observations per pixel;
 0 marks pixels with no valid observation, whose features are NaN),
-``mask_timeless/NO_DATA`` (H, W, 1) bool.
+``mask_timeless/NO_DATA`` (H, W, 1) bool. The marker's ``readiness`` says whether the tile has
+enough clear observations to be classified (:class:`Readiness`; an ``empty`` tile has none at all:
+it flows through the chain as no data, not as an error).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -38,6 +41,75 @@ if TYPE_CHECKING:
     from lcms_tasks.preflight import Need
 
 NAME = "features"
+
+log = logging.getLogger(__name__)
+
+
+class Readiness(StrictModel):
+    """When a tile has enough clear observations to be classified (the data-readiness gate)."""
+
+    min_valid_observations: int = Field(
+        3, ge=0, description="Valid (clear) observations over the season a pixel needs to count as observed."
+    )
+    max_share_below: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="A tile is not ready when more than this share of its pixels has fewer valid observations.",
+    )
+    not_ready: Literal["exclude", "flag"] = Field(
+        "exclude",
+        description="What a not-ready tile gets: 'exclude': no training samples and no prediction (mapped as no "
+        "data); 'flag': sampled and predicted as any tile, flagged in its markers and the report.",
+    )
+
+
+def readiness_of(n_valid: np.ndarray, footprint: np.ndarray | None, n_dates: int, options: Readiness) -> dict[str, Any]:
+    """The readiness of a tile from its clear-observation counts per pixel (H, W).
+
+    ``footprint`` (H, W) bool: the pixels the source has data for on some date (None: all). Pixels
+    outside it (sea beyond the coast, outside the imagery) do not count against the tile: the gate
+    measures clouds over what the source covers. ``empty`` (a reason, or None): no clear observation
+    at all, with why (no data: outside the source's footprint, e.g. sea; or every date clouded). An
+    empty tile is never ready.
+    """
+    counts = np.asarray(n_valid)
+    inside = np.ones(counts.shape, bool) if footprint is None else np.asarray(footprint, bool)
+    covered = counts[inside]
+    share_below = float((covered < options.min_valid_observations).mean()) if covered.size else 1.0
+    empty: str | None = None
+    if not covered.size or int(covered.max()) == 0:
+        empty = (
+            "no data: the source has no pixel of this tile in the season (outside its footprint, e.g. sea)"
+            if not covered.size
+            else f"no clear observation: all {n_dates} date(s) of the season clouded or without data"
+        )
+    ready = empty is None and share_below <= options.max_share_below
+    reason = empty
+    if empty is None and not ready:
+        reason = (
+            f"{100 * share_below:.0f} % of the pixels with data have fewer than {options.min_valid_observations} "
+            f"clear observation(s) (at most {100 * options.max_share_below:.0f} % allowed)"
+        )
+    return {
+        "ready": ready,
+        "empty": empty,
+        "reason": reason,
+        "share_below": round(share_below, 4),
+        "mean_valid_observations": round(float(covered.mean()), 3) if covered.size else 0.0,
+        "footprint_share": round(float(inside.mean()), 4) if inside.size else 0.0,
+        "min_valid_observations": options.min_valid_observations,
+        "max_share_below": options.max_share_below,
+        "not_ready": options.not_ready,
+    }
+
+
+def excluded_as_not_ready(features_meta: dict[str, Any]) -> str | None:
+    """Why the readiness gate keeps this tile out of training and prediction (None: it does not)."""
+    readiness = features_meta.get("readiness") or {}
+    if readiness.get("ready", True) or readiness.get("not_ready") == "flag":
+        return None
+    return str(readiness.get("reason") or "not ready")
 
 
 class Options(StrictModel):
@@ -69,6 +141,10 @@ class Options(StrictModel):
         "(B02 ... B12) and NDRE, NDVI705 raised cross-validated macro-F1, NBR and NDTI did not (`lcms parcels "
         "evaluate`). Keep "
         "NDVI, NDWI and NDBI for the post-processing superpixels (its segmentation image uses them).",
+    )
+    readiness: Readiness = Field(
+        default_factory=Readiness,
+        description="The data-readiness gate before classification: tiles with too few clear observations.",
     )
 
     @field_validator("features")
@@ -210,7 +286,9 @@ def run(tile: Tile, ctx: RunContext) -> list[str]:
     # into their file as they are computed: the stage holds neither the input cube (nor a float copy of
     # it) nor an in-memory copy of the output, only one chunk.
     with (
-        eopatch.open_rows(ctx.storage, src_uri, features=["mask/IS_VALID"], by_rows=["data/BANDS"]) as opened,
+        eopatch.open_rows(
+            ctx.storage, src_uri, features=["mask/IS_VALID", "mask/IS_DATA"], by_rows=["data/BANDS"]
+        ) as opened,
         eopatch.writing(ctx.storage, uri, marker) as writer,
     ):
         src, src_meta, arrays = opened
@@ -230,7 +308,14 @@ def run(tile: Tile, ctx: RunContext) -> list[str]:
             quantification=float(src_meta.get("quantification", 10000.0)),
             out=out,
         )
+        footprint: np.ndarray | None = None
+        if "IS_DATA" in src.mask:
+            footprint = np.asarray(np.asarray(src.mask["IS_DATA"][..., 0]).any(axis=0), dtype=bool)
+        n_dates = len(src.timestamps or [])
         del src, arrays
+        readiness = readiness_of(n_valid, footprint, n_dates, options.readiness)
+        if readiness["reason"]:
+            log.warning("%s %s: not ready: %s", NAME, tile.id, readiness["reason"])
         patch = eopatch.new_patch(tile, dates_out)
         patch.mask_timeless["VALID_COUNT"] = n_valid[..., None]
         patch.mask_timeless["NO_DATA"] = (n_valid == 0)[..., None]
@@ -238,5 +323,5 @@ def run(tile: Tile, ctx: RunContext) -> list[str]:
         quality["no_data_pixels"] = int((n_valid == 0).sum())
         quality["mean_valid_observations"] = float(n_valid.mean()) if n_valid.size else 0.0
         # the marker is written when the block ends: figures known only now still go into it
-        marker.update(quality=quality, upstream=src_meta.get("run_id"))
+        marker.update(quality=quality, upstream=src_meta.get("run_id"), readiness=readiness)
     return [uri]

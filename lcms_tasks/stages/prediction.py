@@ -161,6 +161,7 @@ def run(tile: Tile, ctx: RunContext) -> list[str]:
     """Predict the class map of one tile from its features EOPatch."""
     from lcms_tasks import eopatch
     from lcms_tasks.ml.matrix import flat_feature_names
+    from lcms_tasks.stages.features import excluded_as_not_ready
 
     options: Options = ctx.config.stages.prediction
     model_season = options.model_season or ctx.season
@@ -172,6 +173,10 @@ def run(tile: Tile, ctx: RunContext) -> list[str]:
     patch, meta = eopatch.load(ctx.storage, features_uri, features=["data/FEATURES", "mask_timeless/NO_DATA"])
     features = patch.data["FEATURES"]
     no_data = patch.mask_timeless["NO_DATA"][..., 0] if "NO_DATA" in patch.mask_timeless else None
+    not_ready = excluded_as_not_ready(meta)
+    if not_ready:  # the readiness gate: mapped as no data, said in the marker
+        no_data = np.ones(tile.shape, dtype=bool)
+        log.info("prediction %s: not predicted, not ready: %s", tile.id, not_ready)
     if "feature_names" not in meta:
         raise StageError(f"tile {tile.id}: {features_uri} marker meta has no feature_names")
     names = flat_feature_names(list(meta["feature_names"]), features.shape[0])
@@ -210,6 +215,9 @@ def run(tile: Tile, ctx: RunContext) -> list[str]:
         "mean_confidence": float(result.confidence[result.classes > 0].mean()) if n_pred else None,
         "seconds": round(seconds, 3),
         "upstream": meta.get("run_id"),
+        # The readiness gate's verdict on the tile's imagery (None: ready), as the features marker says.
+        "not_ready": (meta.get("readiness") or {}).get("reason"),
+        "not_predicted": not_ready,
     }
     uri = ctx.tile_uri(NAME, tile.id)
     eopatch.save(ctx.storage, uri, out, meta=ctx.marker_meta(NAME, tile.id, out_meta))

@@ -138,6 +138,7 @@ def run(tile: Tile, ctx: RunContext) -> list[str]:
     from lcms_tasks import eopatch
     from lcms_tasks.errors import StageError
     from lcms_tasks.ml.matrix import flat_feature_names, sample_matrix
+    from lcms_tasks.stages.features import excluded_as_not_ready
 
     options: Options = ctx.config.stages.sampling
     ref, ref_meta = eopatch.load(
@@ -152,6 +153,11 @@ def run(tile: Tile, ctx: RunContext) -> list[str]:
     if polygon_index.size and int(polygon_index.max()) >= len(keys):
         raise StageError(f"tile {tile.id}: POLYGON_ID {int(polygon_index.max())} has no key in add_reference meta")
 
+    features_uri = ctx.tile_uri("features", tile.id)
+    feats, feats_meta = eopatch.load(ctx.storage, features_uri, features=["data/FEATURES"])
+    not_ready = excluded_as_not_ready(feats_meta)
+    if not_ready:  # the readiness gate: too few clear observations to learn from
+        samplable = np.zeros_like(samplable)
     rows, cols = sample_pixels(
         labels,
         samplable,
@@ -160,8 +166,6 @@ def run(tile: Tile, ctx: RunContext) -> list[str]:
         tile_rng(options.seed, tile.id),
         min_per_class=options.min_per_class,
     )
-    features_uri = ctx.tile_uri("features", tile.id)
-    feats, feats_meta = eopatch.load(ctx.storage, features_uri, features=["data/FEATURES"])
     features = feats.data["FEATURES"]
     if features.shape[1:3] != labels.shape:
         raise StageError(f"tile {tile.id}: FEATURES {features.shape[1:3]} and REFERENCE {labels.shape} differ in size")
@@ -171,7 +175,13 @@ def run(tile: Tile, ctx: RunContext) -> list[str]:
     meta: dict[str, Any] = {"upstream": ref_meta.get("run_id"), "skipped_reason": None}
     if not rows.size:
         # Nothing to learn from here; still write an (empty) result so the run is complete and reportable.
-        meta["skipped_reason"] = NO_REFERENCE if not (labels > 0).any() else "no samplable reference pixels"
+        meta["skipped_reason"] = (
+            f"not ready: {not_ready}"
+            if not_ready
+            else NO_REFERENCE
+            if not (labels > 0).any()
+            else "no samplable reference pixels"
+        )
         log.info("%s %s: skipped, %s", NAME, tile.id, meta["skipped_reason"])
     y = labels[rows, cols]
     polygon_id = keys[polygon_index[rows, cols]]

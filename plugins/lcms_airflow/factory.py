@@ -8,9 +8,10 @@ Shape of a stage DAG::
 ``resolve`` turns trigger params or the upstream stage's asset events into run
 specs; ``plan`` splits each run's tiles into batches; ``run_batch`` executes
 one batch with the configured tile runner (in the worker for the Local and
-Celery executors, or as an ECS task); ``publish`` checks in storage that every
-planned tile is complete and emits this stage's asset event, whose extra
-carries config, season, tiles and run id to the next stage. Only URIs and
+Celery executors, or as an ECS task); ``publish`` checks in storage which
+planned tiles are complete (failed ones within the stage's tolerance, see
+:mod:`lcms_tasks.tolerance`) and emits this stage's asset event, whose extra
+carries config, season, tiles, gaps and run id to the next stage. Only URIs and
 small summaries travel through XCom.
 """
 
@@ -20,7 +21,7 @@ import datetime as dt
 import os
 from typing import Any
 
-from airflow.sdk import DAG, Asset, Metadata, Param, get_current_context, task
+from airflow.sdk import DAG, Asset, Metadata, Param, TriggerRule, get_current_context, task
 
 from lcms_airflow import runs, tile_runners
 from lcms_tasks.stages import StageInfo, stage_info
@@ -46,6 +47,11 @@ def _param_help(info: StageInfo) -> dict[str, str]:
             "the chain: later stages, the model and the report cover these tiles only."
         )
         helps["skip_existing"] = "Skip tiles whose output of this stage is already complete (resume a run)."
+        helps["rerun_failed"] = (
+            f"Run id of an earlier lcms_{info.name} run (same season) whose failed tiles to re-run: this run "
+            "processes those tiles only (the run's other tiles are complete) and the chain below fills the "
+            "gaps they left. Leave `tiles` empty. Empty = a normal run."
+        )
     else:
         helps["tiles"] = (
             f"This stage runs once for the season; `tiles` restricts it to the outputs of these tiles "
@@ -88,6 +94,9 @@ def _params(info: StageInfo) -> dict[str, Param]:
     if info.mapped:
         params["skip_existing"] = Param(
             False, type="boolean", title="Skip complete tiles", description=helps["skip_existing"]
+        )
+        params["rerun_failed"] = Param(
+            None, type=["null", "string"], title="Re-run the failed tiles of run", description=helps["rerun_failed"]
         )
     for param in info.params:
         params[param.name] = Param(None, type=["null", "string"], title=param.name, description=helps[param.name])
@@ -173,9 +182,20 @@ def build_stage_dag(stage: str) -> DAG:
                     items.append({**spec, "batch": batch["id"], "tile_ids": batch["tile_ids"]})
             return items
 
-        @task(task_id="publish", outlets=[asset], retries=0)
+        # A per-tile stage whose batches failed in part ends all the same: publish (or the finalize step
+        # before it) decides from storage whether the failed tiles are within the stage's tolerance. It
+        # needs `resolve` to have succeeded (its run specs), hence "min one success".
+        tolerant = info.mapped and not info.finalize
+
+        @task(
+            task_id="publish",
+            outlets=[asset],
+            retries=0,
+            trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS if tolerant else TriggerRule.ALL_SUCCESS,
+        )
         def publish(specs: list[dict[str, Any]]) -> Any:
-            """Check every planned tile is complete, write the run summary, emit the asset event."""
+            """Check the run's tiles in storage (failed ones within tolerance), write the run summary, emit the
+            asset event (the failed tiles in it as gaps)."""
             from lcms_airflow.publish import summarise_run
 
             for spec in specs:

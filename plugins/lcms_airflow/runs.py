@@ -15,7 +15,18 @@ from pathlib import Path
 from typing import Any
 
 #: Keys every run spec carries (and every asset event's extra).
-RUN_KEYS = ("config", "season", "tiles", "skip_existing", "upstream_run_id", "project", "params")
+#: ``excluded``: tile -> reason, the gaps upstream runs handed on (their failed tiles, within tolerance).
+RUN_KEYS = (
+    "config",
+    "season",
+    "tiles",
+    "skip_existing",
+    "upstream_run_id",
+    "project",
+    "params",
+    "excluded",
+    "rerun_of",
+)
 
 
 def _stage_params(stage: str | None, source: dict[str, Any]) -> dict[str, Any]:
@@ -51,6 +62,8 @@ def run_specs_from_events(extras: list[dict[str, Any]], stage: str | None = None
             "upstream_run_id": extra.get("run_id"),
             "project": extra.get("project"),
             "params": _stage_params(stage, dict(extra.get("params") or {})),
+            "excluded": {str(k): str(v) for k, v in dict(extra.get("excluded") or {}).items()},
+            "rerun_of": extra.get("rerun_of") or None,
         }
     return list(specs.values())
 
@@ -70,6 +83,10 @@ def run_spec_from_params(params: dict[str, Any], stage: str | None = None) -> di
         "upstream_run_id": params.get("upstream_run_id") or None,
         "project": None,
         "params": _stage_params(stage, params),
+        "excluded": {},
+        "rerun_of": None,
+        # The failed tiles of this run id (of the same stage and season) are what the run processes.
+        "rerun_failed": str(params.get("rerun_failed") or "").strip() or None,
     }
 
 
@@ -101,6 +118,10 @@ def prepare_spec(spec: dict[str, Any], stage: str, run_id: str, scheduled_date: 
     season = season or cfg.default_season()
     cfg.season(season)  # ConfigError naming the known seasons
     check_project(cfg, config_path=spec["config"], seasons=[season])
+    spec = dict(spec)
+    rerun = spec.pop("rerun_failed", None)
+    if rerun:
+        spec.update(_rerun(cfg, stage, season, str(rerun), spec))
     ctx = RunContext.create(
         cfg,
         season=season,
@@ -108,6 +129,8 @@ def prepare_spec(spec: dict[str, Any], stage: str, run_id: str, scheduled_date: 
         config_path=spec["config"],
         params=dict(spec.get("params") or {}),
         subset=list(spec.get("tiles") or []) or None,
+        excluded=dict(spec.get("excluded") or {}),
+        rerun_of=spec.get("rerun_of"),
     )
     check_run(stage, ctx)
     return {
@@ -116,7 +139,36 @@ def prepare_spec(spec: dict[str, Any], stage: str, run_id: str, scheduled_date: 
         "project": cfg.project,
         "run_id": run_id,
         "params": ctx.params,
-        "tiles": [t.id for t in ctx.tiles()] if ctx.is_subset else [],
+        "tiles": [t.id for t in ctx.tiles(include_excluded=True)] if ctx.is_subset else [],
+        "excluded": dict(ctx.excluded),
+    }
+
+
+def _rerun(cfg: Any, stage: str, season: str, run_id: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec fields of a run that re-runs the failed tiles of run ``run_id`` (trigger param ``rerun_failed``)."""
+    from lcms_tasks.context import RunContext
+    from lcms_tasks.errors import ConfigError
+    from lcms_tasks.stages import stage_info
+    from lcms_tasks.tolerance import rerun_spec
+
+    if not stage_info(stage).mapped:
+        raise ConfigError(
+            f"stage {stage!r} runs once per season and has no failed tiles to re-run: re-run the per-tile stage "
+            "whose tiles failed (its run summary and the report's gaps name it)",
+            field="rerun_failed",
+        )
+    if spec.get("tiles"):
+        raise ConfigError(
+            f"rerun_failed re-runs the failed tiles of run {run_id!r} over that run's tiles: leave `tiles` empty",
+            field="rerun_failed",
+        )
+    found = rerun_spec(stage, RunContext.create(cfg, season=season, run_id=run_id), run_id)
+    return {
+        "tiles": found["tiles"],
+        "excluded": found["excluded"],
+        "params": {**found["params"], **dict(spec.get("params") or {})},
+        "skip_existing": True,
+        "rerun_of": run_id,
     }
 
 

@@ -51,7 +51,14 @@ def finalize_task(stage: str, specs: Any) -> Any:
     needs only storage and service access, not the heavy compute an ECS task is for.
     """
 
-    @task(task_id="finalize", execution_timeout=LocalRunner.timeout(stage))
+    from airflow.sdk import TriggerRule
+
+    # After every batch, failed ones included: finalize_stage itself refuses a run beyond its tolerance.
+    @task(
+        task_id="finalize",
+        execution_timeout=LocalRunner.timeout(stage),
+        trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS,
+    )
     def finalize(spec: dict[str, Any]) -> list[str]:
         """Build the season's artefacts from the tiles' outputs."""
         from lcms_tasks.runner import finalize_stage
@@ -79,6 +86,10 @@ def batch_command(stage: str, item: dict[str, Any]) -> list[str]:
         cmd.append("--skip-existing")
     if item.get("upstream_run_id"):
         cmd += ["--upstream-run-id", str(item["upstream_run_id"])]
+    for tile, reason in sorted((item.get("excluded") or {}).items()):  # upstream gaps: the batches skip them
+        cmd += ["--exclude", f"{tile}={reason}"]
+    if item.get("rerun_of"):
+        cmd += ["--rerun-of", str(item["rerun_of"])]
     for name, value in sorted((item.get("params") or {}).items()):
         cmd += ["--param", f"{name}={value}"]
     return cmd
@@ -102,6 +113,8 @@ def run_context(item: dict[str, Any]) -> Any:
         upstream_run_id=item.get("upstream_run_id"),
         params=dict(item.get("params") or {}),
         subset=list(item.get("tiles") or []) or None,
+        excluded=dict(item.get("excluded") or {}),
+        rerun_of=item.get("rerun_of"),
     )
 
 

@@ -40,7 +40,7 @@ def test_dag_conventions(dagbag, stage: str) -> None:
     assert dag.doc_md and stage in dag.doc_md
     assert not dag.catchup
     info = next(s for s in STAGES if s.name == stage)
-    expected = {"config", "season", "tiles"} | ({"skip_existing"} if info.mapped else set())
+    expected = {"config", "season", "tiles"} | ({"skip_existing", "rerun_failed"} if info.mapped else set())
     assert set(dag.params.keys()) == expected | {p.name for p in info.params}
     # Created unpaused: on a fresh metadata database the asset chain must run past the first stage.
     assert dag.is_paused_upon_creation is False

@@ -160,3 +160,17 @@ def test_local_stack_waits_for_sqlite_locks_only_on_sqlite(tmp_path) -> None:
         home=tmp_path / "b", extra_env={"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg2://u@h/db"}
     ).env()
     assert "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS" not in pg
+
+
+def test_gaps_flow_from_events_into_specs_and_ecs_commands() -> None:
+    """An upstream run's failed tiles (its event's ``excluded``) reach the next stage and its ECS tasks."""
+    from lcms_tasks.cli import _parse_excluded
+
+    gaps = {"t9": "features failed (run r0): CorruptArrayError: truncated = 3 bytes", "t8": "download failed"}
+    [spec] = run_specs_from_events([{"config": "/c.yaml", "season": "2023", "run_id": "r0", "excluded": gaps}])
+    assert spec["excluded"] == gaps and run_spec_from_params({})["excluded"] == {}
+    cmd = batch_command("sampling", {**spec, "run_id": "r1", "batch": "b0000"})
+    values = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--exclude"]
+    assert values == [f"t8={gaps['t8']}", f"t9={gaps['t9']}"]
+    assert _parse_excluded(values) == gaps  # what `lcms run` reads back: the reason may hold '='
+    assert run_spec_from_params({"rerun_failed": " r0 "})["rerun_failed"] == "r0"

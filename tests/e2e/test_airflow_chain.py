@@ -72,16 +72,17 @@ def chain_config(config_path: Path) -> Path:
     return config_path
 
 
-def _run_chain(stack: LocalAirflow, conf: dict) -> tuple[str, dict[str, dict]]:
-    """Trigger lcms_download with ``conf``; wait for every stage's next run; each must succeed."""
-    seen = {f"lcms_{s.name}": len(stack.runs(f"lcms_{s.name}")) for s in STAGES}
-    run_id = stack.trigger("lcms_download", conf)
+def _run_chain(stack: LocalAirflow, conf: dict, first: str = "download") -> tuple[str, dict[str, dict]]:
+    """Trigger lcms_<first> with ``conf``; wait for every later stage's next run; each must succeed."""
+    stages = STAGES[stage_names().index(first) :]
+    seen = {f"lcms_{s.name}": len(stack.runs(f"lcms_{s.name}")) for s in stages}
+    run_id = stack.trigger(f"lcms_{first}", conf)
     runs: dict[str, dict] = {}
-    for info in STAGES:
+    for info in stages:
         dag_id = f"lcms_{info.name}"
         run = (
             stack.wait_for_run(dag_id, run_id=run_id, timeout=600)
-            if info.name == "download"
+            if info.name == first
             else stack.wait_for_run(dag_id, after=seen[dag_id], timeout=600)
         )
         assert run["state"] == "success", (dag_id, stack.task_states(dag_id, run["run_id"]))
@@ -216,3 +217,54 @@ def test_tile_subset_flows_through_every_stage(airflow_stack: LocalAirflow, conf
     assert report["run"]["tile_subset"] == chosen and report["run"]["n_project_tiles"] == 4
     assert report["total"]["area_km2"] == pytest.approx(2 * 1.28 * 1.28, rel=1e-6)
     assert "subset" in (report_dir / "report.html").read_text()
+
+
+def test_a_failed_tile_within_tolerance_is_a_gap_until_its_rerun_fills_it(
+    airflow_stack: LocalAirflow, config_path: Path
+) -> None:
+    """One tile's imagery corrupted: the chain from features completes without it and its report lists the
+    gap; once the imagery is fixed, triggering lcms_features with ``rerun_failed`` fills the gap down the chain."""
+    from lcms_tasks.cli import main
+
+    cfg_data = yaml.safe_load(config_path.read_text())
+    cfg_data["stages"] = {
+        "add_reference": {"sources": [{"type": "synthetic_truth", "tile_fraction": 1.0}]},
+        "training": {"drop_rare_classes": True, "min_samples_per_class": 5},
+    }
+    cfg_data["failures"] = {"mapped": {"max_count": 1}}
+    config_path.write_text(yaml.safe_dump(cfg_data, sort_keys=False))
+    cfg = load_config(config_path)
+    ctx = RunContext.create(cfg, season="2023")
+    ids = [t.id for t in ctx.tiles()]
+    args = ["--config", str(config_path), "--season", "2023"]
+    assert main(["run", "download", *args, "--run-id", "dl"]) == 0
+    poisoned = ids[2]
+    bands = next(p for p in ctx.storage.local_path(ctx.tile_uri("download", poisoned)).rglob("BANDS*"))
+    data = bands.read_bytes()
+    bands.write_bytes(data[: len(data) // 2])
+
+    conf = {"config": str(config_path), "season": "2023"}
+    features_run, runs = _run_chain(airflow_stack, conf, first="features")
+    batches = [s for s in airflow_stack.task_states("lcms_features", features_run) if s["task_id"] == "run_batch"]
+    assert sorted(s["state"] for s in batches) == ["failed", "success"]  # the poisoned tile's batch failed
+    for stage in ("features", "sampling", "prediction", "postprocessing", "change_detection", "publish"):
+        assert ctx.storage.complete_children(ctx.stage_uri(stage)) == set(ids) - {poisoned}, stage
+    report = json.loads((ctx.storage.local_path(ctx.run_uri("reporting", "report")) / "report.json").read_text())
+    [gap] = report["run"]["gaps"]
+    assert gap["tile"] == poisoned and gap["reason"].startswith(f"features failed (run {features_run}):")
+    assert "truncated" in gap["reason"] and report["run"]["n_tiles"] == 3
+    model = ctx.storage.read_marker(ctx.run_uri("training", "model"))
+    assert model["excluded"] == {poisoned: gap["reason"]}
+
+    # Fixed at the source; one trigger re-runs the failed tile and the chain below fills the gap.
+    assert main(["run", "download", *args, "--tile", poisoned, "--run-id", "dl-fix"]) == 0
+    rerun, runs = _run_chain(airflow_stack, {**conf, "rerun_failed": features_run}, first="features")
+    for stage in ("features", "sampling", "prediction", "postprocessing", "change_detection", "publish"):
+        assert ctx.storage.complete_children(ctx.stage_uri(stage)) == set(ids), stage
+    assert ctx.storage.read_marker(ctx.tile_uri("features", poisoned))["run_id"] == rerun
+    assert ctx.storage.read_marker(ctx.tile_uri("features", ids[0]))["run_id"] == features_run  # not redone
+    # The other tiles' maps came from this model: the refilled tile is mapped by the same one.
+    assert ctx.storage.read_marker(ctx.run_uri("training", "model")) == model
+    report = json.loads((ctx.storage.local_path(ctx.run_uri("reporting", "report")) / "report.json").read_text())
+    assert report["run"]["gaps"] == [] and report["run"]["n_tiles"] == 4
+    assert report["run"]["run_id"] == runs["reporting"]["run_id"]

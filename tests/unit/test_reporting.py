@@ -819,3 +819,18 @@ def test_report_of_a_tile_subset_says_so(fixture: Fixture, report: tuple[dict[st
     assert f"({picked[0].id}, {picked[1].id})" in text
     assert "AOI area within these tiles" in text
     assert raw_keys(page, [run["run_id"], *[r for ids in run["upstream_run_ids"].values() for r in ids]]) == []
+
+
+def test_report_leaves_the_gaps_out_and_lists_them(fixture: Fixture) -> None:
+    """Tiles an upstream run failed on (within tolerance): out of every figure, listed with the reason."""
+    from lcms_tasks.report.html import render
+    from lcms_tasks.stages.reporting import build_report
+
+    gap = fixture.ctx.tiles()[0].id
+    reason = "features failed (run ft-1): CorruptArrayError: truncated"
+    rep = build_report(fixture.ctx.with_excluded({gap: reason}))[0]
+    assert rep["run"]["gaps"] == [{"tile": gap, "reason": reason}] and rep["run"]["n_tiles"] == 3
+    assert gap not in {row["id"] for row in rep["tiles"]}
+    text = html_text(render(rep, {"mosaics": []}))
+    assert "this report covers 3 of the project's 4 tiles; 1 failed in a stage of the run" in text
+    assert f"{gap} {reason}" in text and "lcms rerun-failed STAGE --run-id RUN" in text

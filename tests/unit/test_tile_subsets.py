@@ -82,6 +82,11 @@ def test_batches_of_a_subset(config_path: Path) -> None:
     batches = plan_batches(ctx)
     assert [b["tile_ids"] for b in batches] == [[ids[3], ids[1]]]  # batch_size 2
     assert [t.id for t in tiles_of_batch(ctx, batches[0]["id"])] == [ids[3], ids[1]]
-    assert ctx.is_subset and ctx.coverage() == {"tile_subset": [ids[3], ids[1]], "n_tiles": 2, "n_project_tiles": 4}
+    assert ctx.is_subset and ctx.coverage() == {
+        "tile_subset": [ids[3], ids[1]],
+        "n_tiles": 2,
+        "n_project_tiles": 4,
+        "excluded": {},
+    }
     whole = RunContext.create(cfg, season="2023", subset=ids)
     assert not whole.is_subset and whole.coverage()["tile_subset"] is None
