@@ -20,6 +20,7 @@ from typing import Any
 from lcms_tasks.context import RunContext
 from lcms_tasks.errors import LcmsError, TileFailureError
 from lcms_tasks.grid import Tile, make_batches, select_tiles
+from lcms_tasks.logs import run_log
 from lcms_tasks.stages import get_stage, stage_info
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ class BatchResult:
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    #: Seconds per tile processed (written or failed; skipped ones are not timed).
+    durations: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,6 +77,7 @@ def run_tiles(stage_name: str, tiles: list[Tile], ctx: RunContext, *, raise_on_f
         raise ValueError(f"stage {stage_name!r} runs once per season, not per tile; use run_stage")
     stage = get_stage(stage_name)
     result = BatchResult(stage=stage_name, season=ctx.season, run_id=ctx.run_id)
+    rlog = run_log(log, ctx, stage_name)
     permanent: list[str] = []
     start = time.perf_counter()
     contexts = ctx.contexts_for(stage_name)
@@ -86,7 +90,7 @@ def run_tiles(stage_name: str, tiles: list[Tile], ctx: RunContext, *, raise_on_f
             if not (ctx.skip_existing and ctx.storage.is_complete(pctx.tile_uri(stage_name, tile.id)))
         ]
         if not todo:
-            log.info("%s %s: complete already, skipped", stage_name, tile.id)
+            rlog.info("%s %s: complete already, skipped", stage_name, tile.id, tile=tile.id)
             result.skipped.append(tile.id)
             continue
         t0 = time.perf_counter()
@@ -98,11 +102,12 @@ def run_tiles(stage_name: str, tiles: list[Tile], ctx: RunContext, *, raise_on_f
         except Exception as err:  # one bad tile must not stop the batch; it is recorded and re-raised below
             if isinstance(err, LcmsError) and err.permanent:
                 # The message says it all (file, field, what to do); the traceback goes to the failure record.
-                log.error("%s %s failed: %s", stage_name, tile.id, err)
+                rlog.error("%s %s failed: %s", stage_name, tile.id, err, tile=tile.id)
                 permanent.append(tile.id)
             else:
-                log.exception("%s %s failed", stage_name, tile.id)
+                rlog.exception("%s %s failed", stage_name, tile.id, tile=tile.id)
             result.failed[tile.id] = f"{type(err).__name__}: {err}"
+            result.durations[tile.id] = round(time.perf_counter() - t0, 3)
             ctx.storage.write_json(
                 ctx.run_uri(stage_name, "failures", ctx.run_id, f"{tile.id}.json"),
                 {
@@ -114,16 +119,22 @@ def run_tiles(stage_name: str, tiles: list[Tile], ctx: RunContext, *, raise_on_f
                 },
             )
         else:
-            log.info(
-                "%s %s: done in %.1f s (%d of %d tile(s) done, %d failed)",
+            result.durations[tile.id] = round(time.perf_counter() - t0, 3)
+            rlog.info(
+                "%s %s: done in %.1f s (batch: %d done, %d failed, %d left)",
                 stage_name,
                 tile.id,
-                time.perf_counter() - t0,
+                result.durations[tile.id],
                 done + 1 - len(result.failed),
-                len(tiles),
                 len(result.failed),
+                len(tiles) - done - 1,
+                tile=tile.id,
             )
     result.seconds = time.perf_counter() - start
+    if result.durations:  # one small file per batch: the run summary's durations per tile
+        ctx.storage.write_json(
+            ctx.run_uri(stage_name, "timings", ctx.run_id, f"{next(iter(result.durations))}.json"), result.durations
+        )
     if result.failed and raise_on_failure:
         # Retrying cannot help when every failure is permanent (bad input, missing upstream).
         raise TileFailureError(stage_name, result.failed, permanent=len(permanent) == len(result.failed))

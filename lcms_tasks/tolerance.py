@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lcms_tasks.errors import ConfigError, TileFailureError
+from lcms_tasks.logs import run_log
 
 if TYPE_CHECKING:
     from lcms_tasks.context import RunContext
@@ -162,6 +163,31 @@ def base_summary(stage: str, ctx: RunContext) -> dict[str, Any]:
     }
 
 
+def durations(ctx: RunContext, stage: str, slowest: int = 5) -> dict[str, Any]:
+    """Seconds per tile of run ``ctx.run_id`` (the batches' timing files): count, min, median, max, slowest."""
+    folder = ctx.run_uri(stage, "timings", ctx.run_id)
+    seconds: dict[str, float] = {}
+    for name in ctx.storage.list_names(folder):
+        try:
+            seconds.update({str(k): float(v) for k, v in ctx.storage.read_json(f"{folder}/{name}").items()})
+        except (ValueError, OSError, AttributeError) as err:
+            log.warning("%s: unreadable timing file %s/%s (%s): left out of the durations", stage, folder, name, err)
+    if not seconds:
+        return {"n_tiles": 0}
+    ordered = sorted(seconds.values())
+    mid = len(ordered) // 2
+    median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    top = sorted(seconds.items(), key=lambda item: (-item[1], item[0]))[:slowest]
+    return {
+        "n_tiles": len(ordered),
+        "min_s": ordered[0],
+        "median_s": round(median, 3),
+        "max_s": ordered[-1],
+        "total_s": round(sum(ordered), 3),
+        "slowest": [{"tile": tile, "seconds": s} for tile, s in top],
+    }
+
+
 def finish_stage_run(stage: str, ctx: RunContext) -> dict[str, Any]:
     """Assess run ``ctx.run_id`` of per-tile ``stage``, write its summary, and return it.
 
@@ -180,8 +206,22 @@ def finish_stage_run(stage: str, ctx: RunContext) -> dict[str, Any]:
         "within_tolerance": outcome.within_tolerance,
         "excluded_upstream": dict(sorted(outcome.excluded.items())),
         "excluded": dict(sorted(outcome.handed_on().items())),
+        "durations": durations(ctx, stage),
     }
     ctx.storage.write_json(summary_uri(ctx, stage), summary)
+    timing = summary["durations"]
+    run_log(log, ctx, stage).info(
+        "%s: %d of %d tile(s) done, %d failed (%d tolerated)%s",
+        stage,
+        summary["tiles_complete"],
+        summary["n_planned"],
+        len(outcome.failed),
+        outcome.allowed,
+        f"; seconds per tile min {timing['min_s']}, median {timing['median_s']}, max {timing['max_s']} "
+        f"(slowest {timing['slowest'][0]['tile']})"
+        if timing["n_tiles"]
+        else "",
+    )
     if not outcome.within_tolerance:
         raise TooManyFailedTilesError(outcome, rerun_command(ctx, stage))
     if outcome.failed:

@@ -187,3 +187,24 @@ def test_a_resumed_season_stage_keeps_its_complete_result(config_path: Path) -> 
     assert ctx.storage.read_marker(ctx.run_uri("training", "model")) == model
     assert run_stage("training", RunContext.create(ctx.config, season="2023", run_id="r3"))  # without: retrained
     assert ctx.storage.read_marker(ctx.run_uri("training", "model"))["run_id"] == "r3"
+
+
+def test_log_lines_name_the_run_and_the_summary_times_the_tiles(
+    config_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ctx = RunContext.create(load_config(config_path), season="2024", run_id="dl-7")
+    with caplog.at_level("INFO", logger="lcms_tasks"):
+        run_tiles("download", ctx.tiles(), ctx)
+        summary = finish_stage_run("download", ctx)
+    tile = ctx.tiles()[0].id
+    [line] = [r for r in caplog.records if r.getMessage().startswith(f"download {tile}: done in")]
+    assert line.getMessage().endswith(f"[project=testproj season=2024 stage=download run_id=dl-7 tile={tile}]")
+    assert line.lcms == {"project": "testproj", "season": "2024", "stage": "download", "run_id": "dl-7", "tile": tile}
+    assert "(batch: 1 done, 0 failed, 3 left)" in line.getMessage()
+    timing = summary["durations"]
+    assert timing["n_tiles"] == 4 and 0 < timing["min_s"] <= timing["median_s"] <= timing["max_s"]
+    assert timing["slowest"][0]["seconds"] == timing["max_s"] and len(timing["slowest"]) == 4
+    assert any(
+        "download: 4 of 4 tile(s) done, 0 failed (0 tolerated); seconds per tile" in r.getMessage()
+        for r in caplog.records
+    )
