@@ -22,6 +22,7 @@ from lcms_tasks.errors import LcmsError, TileFailureError
 from lcms_tasks.grid import Tile, make_batches, select_tiles
 from lcms_tasks.logs import run_log
 from lcms_tasks.stages import get_stage, stage_info
+from lcms_tasks.tolerance import check_within_tolerance, failure_record_uri
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def run_tiles(stage_name: str, tiles: list[Tile], ctx: RunContext, *, raise_on_f
             result.failed[tile.id] = f"{type(err).__name__}: {err}"
             result.durations[tile.id] = round(time.perf_counter() - t0, 3)
             ctx.storage.write_json(
-                ctx.run_uri(stage_name, "failures", ctx.run_id, f"{tile.id}.json"),
+                failure_record_uri(ctx, stage_name, tile.id),
                 {
                     "tile": tile.id,
                     "stage": stage_name,
@@ -151,8 +152,6 @@ def finalize_stage(stage_name: str, ctx: RunContext) -> list[str]:
     info = stage_info(stage_name)
     if not info.finalize:
         return []
-    from lcms_tasks.tolerance import check_within_tolerance
-
     # Beyond the tolerance nothing season-level is built; within it, from the tiles that succeeded.
     ctx = check_within_tolerance(stage_name, ctx)
     module = get_stage(stage_name)

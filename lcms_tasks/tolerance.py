@@ -256,6 +256,14 @@ def rerun_spec(stage: str, ctx: RunContext, run_id: str) -> dict[str, Any]:
     its run parameters, and ``failed``, the tiles to process; the others of the scope are complete.
     ``ConfigError`` when the run left no summary or had no failed tile.
     """
+    from lcms_tasks.stages import stage_info
+
+    if not stage_info(stage).mapped:
+        raise ConfigError(
+            f"stage {stage!r} runs once per season and has no failed tiles to re-run: re-run the per-tile stage "
+            "whose tiles failed (its run summary and the report's gaps name it)",
+            field="rerun_failed",
+        )
     uri = summary_uri(ctx, stage, run_id)
     if not ctx.storage.exists(uri):
         raise ConfigError(

@@ -148,15 +148,8 @@ def _rerun(cfg: Any, stage: str, season: str, run_id: str, spec: dict[str, Any])
     """The spec fields of a run that re-runs the failed tiles of run ``run_id`` (trigger param ``rerun_failed``)."""
     from lcms_tasks.context import RunContext
     from lcms_tasks.errors import ConfigError
-    from lcms_tasks.stages import stage_info
     from lcms_tasks.tolerance import rerun_spec
 
-    if not stage_info(stage).mapped:
-        raise ConfigError(
-            f"stage {stage!r} runs once per season and has no failed tiles to re-run: re-run the per-tile stage "
-            "whose tiles failed (its run summary and the report's gaps name it)",
-            field="rerun_failed",
-        )
     if spec.get("tiles"):
         raise ConfigError(
             f"rerun_failed re-runs the failed tiles of run {run_id!r} over that run's tiles: leave `tiles` empty",
