@@ -9,6 +9,11 @@ UV_VERSION ?= 0.13.9
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 UV := $(shell command -v uv 2>/dev/null)
+# The compose-spec JSON schema that validates docker-compose.yml (tests): the one docker-compose 1.29.2
+# ships, taken from its wheel on PyPI, checked against the wheel's published SHA-256.
+COMPOSE_WHEEL := docker_compose-1.29.2-py2.py3-none-any.whl
+COMPOSE_WHEEL_SHA256 := 8d5589373b35c8d3b1c8c1182c6e4a4ff14bffa3dd0b605fcd08f73c94cef809
+COMPOSE_SCHEMA := $(VENV)/share/lcms/compose_spec.json
 SETUP_STAMP := $(VENV)/.lcms-setup-stamp
 
 # Airflow on one machine: SQLite metadata database, LocalExecutor, DAGs and plugins from this repo.
@@ -20,7 +25,7 @@ export AIRFLOW__CORE__EXECUTOR ?= LocalExecutor
 export UV_PYTHON_DOWNLOADS := never
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: help setup system-deps install airflow-init lock lint typecheck test test-unit test-dags demo airflow serve clean bench bench-quick bench-services bench-parcels
+.PHONY: help setup system-deps install compose-schema airflow-init lock lint typecheck test test-unit test-dags demo airflow serve clean bench bench-quick bench-services bench-parcels bench-scale
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -30,7 +35,7 @@ setup: $(SETUP_STAMP) ## install everything (system packages, .venv from the loc
 
 # Re-made when the lock, the project metadata or this Makefile changes (or the venv is gone).
 $(SETUP_STAMP): uv.lock pyproject.toml Makefile
-	$(MAKE) --no-print-directory system-deps install airflow-init
+	$(MAKE) --no-print-directory system-deps install airflow-init compose-schema
 	touch $@
 
 system-deps: ## Debian packages: headless Chromium (browser tests, PDF report), poppler-utils (PDF page count), PostGIS for the installed PostgreSQL (change store)
@@ -50,6 +55,17 @@ install: ## install Python $(PYTHON_VERSION) packages into .venv exactly as uv.l
 	@if ! command -v uv >/dev/null || [ "$$(uv --version | cut -d' ' -f2)" != "$(UV_VERSION)" ]; then \
 		python$(PYTHON_VERSION) -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"; fi
 	uv sync --frozen --extra dev --python python$(PYTHON_VERSION)
+
+compose-schema: ## the compose-spec JSON schema (from docker-compose 1.29.2's wheel, hash-checked) for the docker-compose.yml test
+	@if [ ! -f $(COMPOSE_SCHEMA) ]; then \
+		tmp=$$(mktemp -d) && trap 'rm -rf $$tmp' EXIT && \
+		uvx --quiet --from pip==25.3 pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+			-d $$tmp docker-compose==1.29.2 2>/dev/null && \
+		echo "$(COMPOSE_WHEEL_SHA256)  $$tmp/$(COMPOSE_WHEEL)" | sha256sum --check --quiet && \
+		mkdir -p $(dir $(COMPOSE_SCHEMA)) && \
+		$(PY) -c "import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read('compose/config/compose_spec.json'))" \
+			$$tmp/$(COMPOSE_WHEEL) > $(COMPOSE_SCHEMA).tmp && \
+		mv $(COMPOSE_SCHEMA).tmp $(COMPOSE_SCHEMA) && echo "compose-spec schema: $(COMPOSE_SCHEMA)"; fi
 
 airflow-init: ## create or upgrade Airflow's metadata database (SQLite under .airflow unless configured otherwise)
 	mkdir -p $(AIRFLOW_HOME)
@@ -88,6 +104,9 @@ bench-parcels: $(SETUP_STAMP) ## parcel crop type on the real French parcels: ra
 
 bench-services: $(SETUP_STAMP) ## change store + OGC API on 1,000,000 polygons: load rate, bbox query and vector tile latency, COG writing (DATABASE_URL= to use a server)
 	$(PY) -m bench.services --out bench-results $(if $(DATABASE_URL),--database-url $(DATABASE_URL))
+
+bench-scale: $(SETUP_STAMP) ## 5,000 tiles of 32 px, one mapped stage through the real scheduler: LocalExecutor (SQLite), then CeleryExecutor (PostgreSQL, Redis, 2 workers) (TILES=, BATCH_SIZE=, EXECUTORS=)
+	$(PY) -m bench.scale --out bench-results $(if $(TILES),--tiles $(TILES)) $(if $(BATCH_SIZE),--batch-size $(BATCH_SIZE)) $(if $(EXECUTORS),--executors $(EXECUTORS))
 
 clean: ## remove local data, Airflow state, the embedded change store and caches (not .venv)
 	-@[ -x $(VENV)/bin/lcms ] && $(VENV)/bin/lcms db stop >/dev/null 2>&1; true

@@ -245,6 +245,32 @@ class Tolerance(StrictModel):
         return max(self.max_count, math.floor(self.max_fraction * n_tiles + 1e-9))
 
 
+class ScheduleConfig(StrictModel):
+    """When a project's chain starts by itself: the first stage's schedule (later stages follow by assets).
+
+    ``timetable: seasons`` gives ``lcms_download`` one run per season of the config, after the season's
+    end (plus ``delay_days``); its data interval is the season, so a scheduled run processes the season
+    that has just ended and ``airflow backfill create --dag-id lcms_download --from-date ... --to-date ...``
+    makes one run per past season that starts in the window. Yearly crop runs: one season per year.
+    """
+
+    timetable: Literal["none", "seasons"] = Field(
+        "none", description="'none': runs by hand (or by backfill); 'seasons': one scheduled run per season."
+    )
+    delay_days: int = Field(
+        0,
+        ge=0,
+        le=366,
+        description="Days after a season's last day before its scheduled run starts (imagery of the season's "
+        "last days processed and available at the source).",
+    )
+    catchup: bool = Field(
+        False,
+        description="On a new deployment, run every season that has already ended (True) or only the latest "
+        "(False); past seasons are better backfilled on purpose.",
+    )
+
+
 class FailuresConfig(StrictModel):
     """Failed tiles a stage run tolerates: within it the run hands on the tiles that succeeded, the failed
     ones become gaps (listed in the run summary and the report) that ``lcms rerun-failed`` fills later."""
@@ -323,6 +349,7 @@ class ProjectConfig(StrictModel):
     database: DatabaseConfig = Field(default_factory=DatabaseConfig)
     stages: StagesConfig = Field(default_factory=StagesConfig)
     failures: FailuresConfig = Field(default_factory=FailuresConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
     # Folder of the config file; relative paths resolve against it. Not part of the schema.
     base_dir: Path = Field(default=Path(), exclude=True, description="(internal) folder of the config file")

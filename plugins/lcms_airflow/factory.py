@@ -119,15 +119,21 @@ def build_stage_dag(stage: str) -> DAG:
     info = stage_info(stage)
     asset = stage_asset(stage)
     runner = tile_runners.configured_runner()
+    schedule: Any = [stage_asset(info.upstream)] if info.upstream else None
+    start_date, catchup = None, False
+    if not info.upstream:
+        from lcms_airflow.timetables import season_timetable
+
+        schedule, start_date, catchup = season_timetable(runs.default_config_path())
     with DAG(
         dag_id=f"lcms_{stage}",
         description=info.summary,
         doc_md=_doc(info),
-        # The first stage runs by hand, or on LCMS_DOWNLOAD_SCHEDULE (a cron expression or preset such as
-        # "@yearly" for yearly crop runs; backfills of past seasons: `airflow backfill create`).
-        schedule=[stage_asset(info.upstream)] if info.upstream else (os.environ.get("LCMS_DOWNLOAD_SCHEDULE") or None),
-        start_date=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
-        catchup=False,
+        # Later stages run on the previous stage's asset; the first runs by hand, or once per season of the
+        # config (`schedule: {timetable: seasons}`; backfills of past seasons: `airflow backfill create`).
+        schedule=schedule,
+        start_date=start_date or dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+        catchup=catchup,
         params=_params(info),
         # A fresh metadata database must run the whole chain: each stage DAG is triggered by the
         # previous one's asset, which a paused DAG would ignore.

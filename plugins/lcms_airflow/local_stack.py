@@ -1,4 +1,5 @@
-"""A real Airflow on one machine: API server, scheduler (LocalExecutor), DAG processor, triggerer.
+"""A real Airflow on one machine: API server, scheduler (LocalExecutor), DAG processor, triggerer, and
+Celery workers when asked for (the CeleryExecutor on PostgreSQL and Redis, as in production).
 
 Used by ``make demo``, ``make airflow`` and the end-to-end tests: the components
 run as separate processes against one metadata database (SQLite under
@@ -38,6 +39,12 @@ log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
 TERMINAL_STATES = {"success", "failed"}
+
+
+def worker_hostname() -> str:
+    """The hostname a task instance records (``[core] hostname_callable``): the Celery worker's name when
+    several workers share this machine, else the machine's."""
+    return os.environ.get("LCMS_WORKER_HOSTNAME") or socket.getfqdn()
 
 
 def free_port() -> int:
@@ -142,6 +149,11 @@ class LocalAirflow:
     user: str = "lcms"
     #: Also run a triggerer (deferred tasks and sensors); ``make airflow`` does, the demo needs none.
     triggerer: bool = False
+    #: Celery workers to start (name -> comma-separated queues); any makes the executor the CeleryExecutor,
+    #: which needs a broker and result backend in ``extra_env`` (``AIRFLOW__CELERY__BROKER_URL``,
+    #: ``AIRFLOW__CELERY__RESULT_BACKEND``) and a PostgreSQL metadata database. Each worker records its
+    #: name as the hostname of the task instances it runs.
+    celery_workers: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _token: str | None = None
 
@@ -171,7 +183,7 @@ class LocalAirflow:
                 "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
                 "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor" if self.celery_workers else "LocalExecutor",
                 "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
@@ -220,12 +232,27 @@ class LocalAirflow:
         ]
         if self.triggerer:
             components.append(("triggerer", ["triggerer"]))
+        worker_env: dict[str, dict[str, str]] = {}
+        for worker, queues in self.celery_workers.items():
+            name = f"celery-worker-{worker}"
+            args = ["celery", "worker", "--celery-hostname", f"{worker}@lcms", "--queues", queues, "--concurrency", "1"]
+            components.append((name, args))
+            worker_env[name] = {
+                # several workers on one machine: each its own log server port and task-instance hostname
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "lcms_airflow.local_stack.worker_hostname",
+                "LCMS_WORKER_HOSTNAME": worker,
+            }
         for name, args in components:
             # Each component leads a process group of its own: stop() signals the whole group, and a
             # terminal's Ctrl-C reaches only our process, which then stops them in order.
             with (logs / f"{name}.log").open("ab") as out:  # the child keeps its own copy of the descriptor
                 self.procs[name] = subprocess.Popen(
-                    [exe, *args], env=self.env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                    [exe, *args],
+                    env={**self.env(), **worker_env.get(name, {})},
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
                 )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

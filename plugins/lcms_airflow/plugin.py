@@ -17,6 +17,9 @@ routes are read-only and public, like a WFS.
 Airflow imports every plugin module in every component (scheduler, DAG processor, task processes):
 the app is built on first use of ``fastapi_apps``, which only the API server asks for, so the other
 components never import FastAPI or tipg because of this plugin.
+
+A second plugin registers the season timetable (:mod:`lcms_airflow.timetables`), which Airflow's
+serializer accepts only from a plugin.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
+
+from lcms_airflow.timetables import SeasonTimetable
 
 #: Where the LCMS service lives inside Airflow's API server.
 URL_PREFIX = "/lcms"
@@ -55,3 +60,10 @@ class LcmsServicePlugin(AirflowPlugin):
 
     name = "lcms_service"
     fastapi_apps = _LazyApps()  # a descriptor in place of the list
+
+
+class LcmsTimetablesPlugin(AirflowPlugin):
+    """Registers the season timetable: Airflow (de)serializes only the timetables a plugin registers."""
+
+    name = "lcms_timetables"
+    timetables = [SeasonTimetable]  # noqa: RUF012  (the attribute Airflow reads)

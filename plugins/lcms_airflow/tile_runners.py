@@ -4,7 +4,8 @@ Chosen by the environment of the DAG processor (``LCMS_TILE_RUNNER``), never
 by editing DAG files:
 
 * ``local`` (default): the mapped task calls :func:`lcms_tasks.runner.run_batch`
-  in the worker — the LocalExecutor on one machine, Celery workers in a cluster.
+  in the worker — the LocalExecutor on one machine, Celery workers in a cluster
+  (each stage's work on the Celery queue ``LCMS_STAGE_QUEUES`` gives it, see :func:`stage_queues`).
 * ``ecs``: the mapped task is the Amazon provider's ``EcsRunTaskOperator``
   running the LCMS image with ``lcms run <stage> --batch <id> ...``, the same
   entry point; settings from ``LCMS_ECS_CLUSTER``, ``LCMS_ECS_TASK_DEFINITION``,
@@ -36,6 +37,33 @@ def execution_timeout(info: StageInfo) -> dt.timedelta:
     if minutes <= 0:
         raise ValueError(f"LCMS_TIMEOUT_MINUTES_{info.name.upper()}={raw!r} must be > 0")
     return dt.timedelta(minutes=minutes)
+
+
+def stage_queues() -> dict[str, str]:
+    """The Celery queue of each stage's work tasks, from ``LCMS_STAGE_QUEUES`` ("download=download,prediction=big").
+
+    A stage not named there runs on Airflow's default queue (``[operators] default_queue``); a worker
+    serves the queues of its ``airflow celery worker --queues`` option, so download batches can run on
+    workers near the imagery and prediction on large machines. The LocalExecutor ignores queues.
+    """
+    from lcms_tasks.stages import stage_names
+
+    raw = os.environ.get("LCMS_STAGE_QUEUES", "").strip()
+    queues: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        stage, sep, queue = (x.strip() for x in part.partition("="))
+        if not sep or not queue:
+            raise ValueError(f"LCMS_STAGE_QUEUES: {part!r} is not STAGE=QUEUE")
+        if stage not in stage_names():
+            raise ValueError(f"LCMS_STAGE_QUEUES: {stage!r} is not a stage ({', '.join(stage_names())})")
+        queues[stage] = queue
+    return queues
+
+
+def _queue(stage: str) -> dict[str, Any]:
+    """``{"queue": ...}`` for a stage with its own queue, else nothing (Airflow's default queue)."""
+    queue = stage_queues().get(stage)
+    return {"queue": queue} if queue else {}
 
 
 class TileRunner(Protocol):
@@ -151,6 +179,7 @@ class LocalRunner:
             task_id="run_batch",
             map_index_template="{{ task.op_kwargs['item']['batch'] }}",
             execution_timeout=self.timeout(stage),
+            **_queue(stage),
         )
         def run_batch(item: dict[str, Any]) -> dict[str, Any]:
             """Run the stage on one batch of tiles; returns the URIs written (no arrays)."""
@@ -165,7 +194,7 @@ class LocalRunner:
         return run_batch.expand(item=items)
 
     def run_season(self, stage: str, specs: Any) -> Any:
-        @task(task_id="run_season", execution_timeout=self.timeout(stage))
+        @task(task_id="run_season", execution_timeout=self.timeout(stage), **_queue(stage))
         def run_season(spec: dict[str, Any]) -> list[str]:
             """Run the stage once for the whole season (on the run's tile subset, if any)."""
             from lcms_tasks.runner import run_stage

@@ -86,15 +86,6 @@ def test_season_for_scheduled_runs() -> None:
         season_for_date(seasons, dt.date(2023, 5, 1))
 
 
-def test_download_schedule_from_environment(monkeypatch) -> None:
-    from lcms_airflow.factory import build_stage_dag
-
-    monkeypatch.setenv("LCMS_DOWNLOAD_SCHEDULE", "@yearly")
-    dag = build_stage_dag("download")
-    assert type(dag.timetable).__name__ != "NullTimetable"
-    assert type(build_stage_dag("features").timetable).__name__ == "AssetTriggeredTimetable"
-
-
 def test_per_season_command_passes_the_subset_as_tiles() -> None:
     """A per-season stage on a subset (ECS): --tile per tile, and no --skip-existing (`lcms run` refuses it)."""
     item = {"config": "/c.yaml", "season": "2023", "run_id": "r1", "tiles": ["t1"], "skip_existing": True}

@@ -5,11 +5,18 @@ For a 2 x 2-tile project whose first season was processed from the CLI, one trig
 stage's asset, and end in a report and change polygons that agree with the synthetic truth; the
 publish stage (triggered by reporting's asset) loads them into a real PostGIS change store, where
 GDAL's OGC API Features driver (the client QGIS uses) reads them through the LCMS service.
+
+Airflow runs here as in production: the CeleryExecutor with two workers (distinct names, only one of them
+serving the download queue), Redis (the machine's, 127.0.0.1:6379) as broker and a fresh PostgreSQL
+database as metadata database and Celery result backend. The chain's batches must run on both workers,
+download batches only where the download queue is served.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +31,7 @@ from lcms_tasks.config import load_config
 from lcms_tasks.context import RunContext
 from lcms_tasks.grid import project_tiles
 from lcms_tasks.stages import STAGES, stage_names
-from tests.store_fixtures import fresh_database
+from tests.store_fixtures import fresh_database, query_rows
 
 pytestmark = pytest.mark.slow
 
@@ -36,11 +43,42 @@ def change_store() -> Iterator[str]:
         yield url
 
 
+REDIS_URL = os.environ.get("LCMS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
 @pytest.fixture(scope="module")
-def airflow_stack(tmp_path_factory: pytest.TempPathFactory, change_store: str) -> Iterator[LocalAirflow]:
+def metadata_db() -> Iterator[str]:
+    """Airflow's metadata database (and Celery's result backend): a fresh database on the machine's server."""
+    with fresh_database("lcms_e2e_airflow", postgis=False) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def airflow_stack(
+    tmp_path_factory: pytest.TempPathFactory, change_store: str, metadata_db: str
+) -> Iterator[LocalAirflow]:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+    except redis.RedisError as err:
+        pytest.skip(f"Redis not reachable at {REDIS_URL} (set LCMS_TEST_REDIS_URL): {err}")
+    # Queue names of this module only: a message another run left in Redis never reaches these workers.
+    tag = uuid.uuid4().hex[:8]
+    default_queue, download_queue = f"lcms_default_{tag}", f"lcms_download_{tag}"
     stack = LocalAirflow(
         home=tmp_path_factory.mktemp("airflow-home"),
-        extra_env={"LCMS_RETRY_DELAY_SECONDS": "2", "LCMS_DATABASE_URL": change_store},
+        celery_workers={"worker-a": f"{default_queue},{download_queue}", "worker-b": default_queue},
+        extra_env={
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_db.replace("postgresql://", "postgresql+psycopg2://", 1),
+            "AIRFLOW__CELERY__BROKER_URL": REDIS_URL,
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+"
+            + metadata_db.replace("postgresql://", "postgresql+psycopg2://", 1),
+            "AIRFLOW__OPERATORS__DEFAULT_QUEUE": default_queue,
+            "LCMS_STAGE_QUEUES": f"download={download_queue}",
+            "LCMS_RETRY_DELAY_SECONDS": "2",
+            "LCMS_DATABASE_URL": change_store,
+        },
     )
     try:
         stack.start()
@@ -91,7 +129,11 @@ def _run_chain(stack: LocalAirflow, conf: dict, first: str = "download") -> tupl
 
 
 def test_whole_chain_through_assets(
-    airflow_stack: LocalAirflow, chain_config: Path, change_store: str, monkeypatch: pytest.MonkeyPatch
+    airflow_stack: LocalAirflow,
+    chain_config: Path,
+    change_store: str,
+    metadata_db: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     cfg = load_config(chain_config)
     tiles = project_tiles(cfg)
@@ -109,6 +151,7 @@ def test_whole_chain_through_assets(
             assert run["run_id"].startswith("asset_triggered__")
     download_states = airflow_stack.task_states("lcms_download", run_id)
     assert sorted(s["map_index"] for s in download_states if s["task_id"] == "run_batch") == [0, 1]
+    _ran_on_both_celery_workers(airflow_stack, runs, metadata_db)
 
     ctx = RunContext.create(cfg, season="2024")
     for tile in tiles:
@@ -165,6 +208,31 @@ def test_whole_chain_through_assets(
     assert ctx.storage.local_path(ctx.storage.uri(cfg.project, "stac", "catalog.json")).is_file()
     # ... and the change polygons in PostGIS, read back by GDAL's OGC API Features driver through the service.
     _read_changes_through_ogc_api(change_store, polygons, monkeypatch)
+
+
+def _ran_on_both_celery_workers(stack: LocalAirflow, runs: dict[str, dict], metadata_db: str) -> None:
+    """Every task ran on a Celery worker; both workers had batches; download batches only on its queue's worker."""
+    download_queue = stack.extra_env["LCMS_STAGE_QUEUES"].partition("=")[2]
+    default_queue = stack.extra_env["AIRFLOW__OPERATORS__DEFAULT_QUEUE"]
+    batch_hosts: set[str] = set()
+    for stage, run in runs.items():
+        states = stack.task_states(f"lcms_{stage}", run["run_id"])
+        batches = [ti for ti in states if ti["task_id"] in ("run_batch", "run_season")]
+        assert batches and all(
+            ti["hostname"] in ("worker-a", "worker-b") for ti in states if ti["state"] == "success"
+        ), (
+            stage,
+            states,
+        )
+        expected_queue = download_queue if stage == "download" else default_queue
+        assert {ti["queue"] for ti in batches} == {expected_queue}, stage
+        if stage == "download":
+            assert {ti["hostname"] for ti in batches} == {"worker-a"}, "download batches run where its queue is"
+        batch_hosts |= {ti["hostname"] for ti in batches}
+    assert batch_hosts == {"worker-a", "worker-b"}
+    # The run's state lives in PostgreSQL (metadata and Celery's task results), not in a SQLite file.
+    assert not (stack.home / "airflow.db").exists()
+    assert query_rows(metadata_db, "SELECT count(*) FROM celery_taskmeta")[0][0] > 0
 
 
 def _read_changes_through_ogc_api(store_url: str, polygons: list, monkeypatch: pytest.MonkeyPatch) -> None:

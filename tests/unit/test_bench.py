@@ -209,3 +209,19 @@ def test_full_runs_repeat_the_timed_jobs_and_quick_runs_do_not() -> None:
     assert bench_run.parse_args(["--repeats", "5"]).repeats == 5
     opts = bench_run.parse_args([])
     assert [bench_run._repeats(opts, s) for s in ("download", "features", "training", "prediction")] == [1, 3, 1, 3]
+
+
+def test_scale_country_has_the_asked_number_of_tiles(tmp_path) -> None:
+    """`make bench-scale`'s synthetic country: exactly N grid tiles (a near-square block), the batch size asked."""
+    from bench.scale import write_country
+    from lcms_tasks.config import load_config
+    from lcms_tasks.context import RunContext
+    from lcms_tasks.grid import project_tiles
+    from lcms_tasks.runner import plan_batches
+
+    cfg = load_config(write_country(tmp_path, tiles=23, tile_px=32, batch_size=5, seed=1))
+    tiles = project_tiles(cfg)
+    assert len(tiles) == 23 and len({t.id for t in tiles}) == 23
+    assert cfg.grid.tile_size_px == 32 and cfg.grid.batch_size == 5
+    batches = plan_batches(RunContext.create(cfg, season="2023"))
+    assert [len(b["tile_ids"]) for b in batches] == [5, 5, 5, 5, 3]
