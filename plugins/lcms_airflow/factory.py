@@ -177,16 +177,20 @@ def build_stage_dag(stage: str) -> DAG:
                 raise converted from err
 
         @task(task_id="plan", retries=0)
-        def plan(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            """Split each run's tiles into batches: one mapped task instance per batch."""
+        def plan(specs: list[dict[str, Any]]) -> list[str]:
+            """Split each run's tiles into batches: one mapped task instance per batch.
+
+            Each batch is passed on as ``"<run spec index>:<batch id>"`` only (the worker finds the batch's
+            tiles by planning the same run again, which is deterministic), so this XCom stays a few bytes a
+            batch: about 6 KB for 5,000 tiles in batches of 8.
+            """
             from lcms_tasks.runner import plan_batches
 
-            items = []
-            for spec in specs:
+            refs: list[str] = []
+            for index, spec in enumerate(specs):
                 ctx = tile_runners.run_context(spec)
-                for batch in plan_batches(ctx):
-                    items.append({**spec, "batch": batch["id"], "tile_ids": batch["tile_ids"]})
-            return items
+                refs.extend(f"{index}:{batch['id']}" for batch in plan_batches(ctx))
+            return refs
 
         # A per-tile stage whose batches failed in part ends all the same: publish (or the finalize step
         # before it) decides from storage whether the failed tiles are within the stage's tolerance. It
@@ -219,8 +223,7 @@ def build_stage_dag(stage: str) -> DAG:
         # TaskFlow calls return XComArgs at parse time; mypy sees the functions' runtime signatures.
         specs: Any = resolve()
         if info.mapped:
-            items = plan(specs)
-            done = runner.map_batches(stage, items)
+            done = runner.map_batches(stage, specs, plan(specs))
             if info.finalize:
                 finalized = tile_runners.finalize_task(stage, specs)
                 done >> finalized

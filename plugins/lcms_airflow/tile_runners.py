@@ -66,8 +66,16 @@ def _queue(stage: str) -> dict[str, Any]:
     return {"queue": queue} if queue else {}
 
 
+def batch_item(specs: list[dict[str, Any]], ref: str) -> dict[str, Any]:
+    """The work item of batch ``ref`` (``"<run spec index>:<batch id>"``, as ``plan`` hands it on)."""
+    index, sep, batch = ref.partition(":")
+    if not sep or not index.isdigit() or int(index) >= len(specs):
+        raise ValueError(f"batch reference {ref!r} is not '<run spec index>:<batch id>' for {len(specs)} run spec(s)")
+    return {**specs[int(index)], "batch": batch}
+
+
 class TileRunner(Protocol):
-    def map_batches(self, stage: str, items: Any) -> Any: ...
+    def map_batches(self, stage: str, specs: Any, batches: Any) -> Any: ...
 
     def run_season(self, stage: str, specs: Any) -> Any: ...
 
@@ -174,16 +182,18 @@ def _run_in_worker(fn: Any, *args: Any) -> Any:
 class LocalRunner:
     """Runs batches inside the Airflow worker process."""
 
-    def map_batches(self, stage: str, items: Any) -> Any:
+    def map_batches(self, stage: str, specs: Any, batches: Any) -> Any:
         @task(
             task_id="run_batch",
-            map_index_template="{{ task.op_kwargs['item']['batch'] }}",
+            map_index_template="{{ task.op_kwargs['batch'].partition(':')[2] }}",
             execution_timeout=self.timeout(stage),
             **_queue(stage),
         )
-        def run_batch(item: dict[str, Any]) -> dict[str, Any]:
+        def run_batch(batch: str, specs: list[dict[str, Any]]) -> dict[str, Any]:
             """Run the stage on one batch of tiles; returns the URIs written (no arrays)."""
             from lcms_tasks.runner import run_batch as _run
+
+            item = batch_item(specs, batch)
 
             def work() -> dict[str, Any]:
                 return _run(stage, item["batch"], run_context(item)).to_dict()
@@ -191,7 +201,7 @@ class LocalRunner:
             result: dict[str, Any] = _run_in_worker(work)
             return result
 
-        return run_batch.expand(item=items)
+        return run_batch.partial(specs=specs).expand(batch=batches)
 
     def run_season(self, stage: str, specs: Any) -> Any:
         @task(task_id="run_season", execution_timeout=self.timeout(stage), **_queue(stage))
@@ -301,20 +311,21 @@ class EcsRunner:
         container = self.container
 
         @task(task_id=task_id)
-        def overrides(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            """ECS container overrides: one `lcms run` command per batch."""
+        def overrides(specs: list[dict[str, Any]], batches: list[str] | None = None) -> list[dict[str, Any]]:
+            """ECS container overrides: one `lcms run` command per batch (per run spec without ``batches``)."""
+            items = specs if batches is None else [batch_item(specs, ref) for ref in batches]
             return [{"containerOverrides": [{"name": container, "command": batch_command(stage, it)}]} for it in items]
 
         return overrides
 
-    def map_batches(self, stage: str, items: Any) -> Any:
+    def map_batches(self, stage: str, specs: Any, batches: Any) -> Any:
         # The batch id as the mapped task's name in the UI, read from its command.
         batch = (
             "{% set c = task.overrides['containerOverrides'][0]['command'] %}"
             "{{ c[c.index('--batch') + 1] if '--batch' in c else '' }}"
         )
         operator = self._operator("run_batch", stage, map_index_template=batch)
-        return operator.expand(overrides=self._overrides(stage, "ecs_commands")(items))
+        return operator.expand(overrides=self._overrides(stage, "ecs_commands")(specs, batches))
 
     def run_season(self, stage: str, specs: Any) -> Any:
         return self._operator("run_season", stage).expand(overrides=self._overrides(stage, "ecs_commands")(specs))
