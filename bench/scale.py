@@ -45,22 +45,30 @@ REDIS_URL = os.environ.get("LCMS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def write_country(folder: Path, tiles: int, tile_px: int, batch_size: int, seed: int) -> Path:
-    """An AOI of ``tiles`` grid tiles (a near-square block, the last row partial) and its config."""
+    """An AOI of ``tiles`` grid tiles (a near-square block, the last row partial) and its config.
+
+    The AOI is one polygon, as a country's is (full rows, plus the partial last row), inset from the tile
+    edges so that it covers exactly ``tiles`` grid tiles.
+    """
     import geopandas as gpd
     from shapely.geometry import box
+    from shapely.ops import unary_union
 
     side = tile_px * 10.0
     ncols = math.ceil(math.sqrt(tiles))
-    col0, row0 = round(500_000 / side) - ncols // 2, round(4_400_000 / side)
+    full_rows, rest = divmod(tiles, ncols)
+    x0, y0 = (round(500_000 / side) - ncols // 2) * side, round(4_400_000 / side) * side
     inset = side / 8
-    boxes = []
-    for i in range(tiles):
-        r, c = divmod(i, ncols)
-        x0, y0 = (col0 + c) * side, (row0 + r) * side
-        boxes.append(box(x0 + inset, y0 + inset, x0 + side - inset, y0 + side - inset))
-    gdf = gpd.GeoDataFrame({"region": [f"r{i // (ncols * 10)}" for i in range(tiles)]}, geometry=boxes, crs=32638)
+    parts = []
+    if full_rows:
+        parts.append(box(x0 + inset, y0 + inset, x0 + ncols * side - inset, y0 + full_rows * side - inset))
+    if rest:
+        top = y0 + full_rows * side
+        bottom = top - 2 * inset if full_rows else top + inset  # overlaps the full rows: one polygon
+        parts.append(box(x0 + inset, bottom, x0 + rest * side - inset, top + side - inset))
+    gdf = gpd.GeoDataFrame({"region": ["country"]}, geometry=[unary_union(parts)], crs=32638)
     folder.mkdir(parents=True, exist_ok=True)
-    gdf.dissolve(by="region").reset_index().to_file(folder / "aoi.geojson", driver="GeoJSON")
+    gdf.to_file(folder / "aoi.geojson", driver="GeoJSON")
     demo = yaml.safe_load(
         (REPO / "configs" / "demo.yaml").read_text().replace("${LCMS_STORAGE_ROOT:-../lcms-data}", "x")
     )

@@ -73,7 +73,12 @@ class GridConfig(StrictModel):
     crs: Literal["utm"] | int = Field(
         "utm", description="'utm': the UTM zone(s) the AOI lies in (tiles per zone); or one EPSG code."
     )
-    batch_size: int = Field(8, ge=1, le=10000, description="Tiles per mapped task instance.")
+    batch_size: int = Field(
+        32,
+        ge=1,
+        le=10000,
+        description="Tiles per mapped task instance (32: see the README, `make bench-scale`, for the trade-off).",
+    )
 
 
 class SeasonConfig(StrictModel):

@@ -370,9 +370,13 @@ class LocalAirflow:
 
     def task_states(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         """Task instances of a run: task_id, map_index (-1 if not mapped), state, try_number."""
-        path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances?limit=1000"
-        rows: list[dict[str, Any]] = self._request("GET", path)["task_instances"]
-        return rows
+        base = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances"
+        rows: list[dict[str, Any]] = []
+        while True:  # the API answers at most [api] maximum_page_limit (100) rows a page
+            page = self._request("GET", f"{base}?limit=100&offset={len(rows)}")
+            rows.extend(page["task_instances"])
+            if not page["task_instances"] or len(rows) >= int(page.get("total_entries", 0)):
+                return rows
 
 
 @contextlib.contextmanager
