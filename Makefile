@@ -25,7 +25,7 @@ export AIRFLOW__CORE__EXECUTOR ?= LocalExecutor
 export UV_PYTHON_DOWNLOADS := never
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: help setup system-deps install compose-schema airflow-init lock lint typecheck test test-unit test-dags demo airflow serve clean bench bench-quick bench-services bench-parcels bench-scale
+.PHONY: help setup system-deps install compose-schema airflow-init lock lint typecheck test test-unit test-dags demo airflow serve clean bench bench-quick bench-services bench-parcels bench-scale bench-scale-chain
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -105,8 +105,12 @@ bench-parcels: $(SETUP_STAMP) ## parcel crop type on the real French parcels: ra
 bench-services: $(SETUP_STAMP) ## change store + OGC API on 1,000,000 polygons: load rate, bbox query and vector tile latency, COG writing (DATABASE_URL= to use a server)
 	$(PY) -m bench.services --out bench-results $(if $(DATABASE_URL),--database-url $(DATABASE_URL))
 
+BENCH_SCALE_ARGS = $(if $(TILES),--tiles $(TILES)) $(if $(BATCH_SIZE),--batch-size $(BATCH_SIZE)) $(if $(EXECUTORS),--executors $(EXECUTORS))
 bench-scale: $(SETUP_STAMP) ## 5,000 tiles of 32 px, one mapped stage through the real scheduler: LocalExecutor (SQLite), then CeleryExecutor (PostgreSQL, Redis, 2 workers) (TILES=, BATCH_SIZE=, EXECUTORS=)
-	$(PY) -m bench.scale --out bench-results $(if $(TILES),--tiles $(TILES)) $(if $(BATCH_SIZE),--batch-size $(BATCH_SIZE)) $(if $(EXECUTORS),--executors $(EXECUTORS))
+	$(PY) -m bench.scale --out bench-results $(BENCH_SCALE_ARGS)
+
+bench-scale-chain: $(SETUP_STAMP) ## the same country through the whole chain, download to reporting (TILES=, BATCH_SIZE=, EXECUTORS=)
+	$(PY) -m bench.scale --out bench-results --chain $(BENCH_SCALE_ARGS)
 
 clean: ## remove local data, Airflow state, the embedded change store and caches (not .venv)
 	-@[ -x $(VENV)/bin/lcms ] && $(VENV)/bin/lcms db stop >/dev/null 2>&1; true

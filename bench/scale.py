@@ -1,9 +1,11 @@
 """The country-scale rehearsal: thousands of small tiles through the real scheduler (``make bench-scale``).
 
 A synthetic country of ``--tiles`` tiles (default 5,000 tiles of 32 px at 10 m, in one UTM zone) runs one
-mapped stage (``--stage``, default ``download``) through a real Airflow: the API server, scheduler and
-DAG processor as child processes, first with the LocalExecutor on SQLite, then with the CeleryExecutor
-(two workers, Redis broker, a fresh PostgreSQL database for metadata and results). Per executor:
+mapped stage (``--stage``, default ``download``), or with ``--chain`` the whole chain from download to
+reporting (each stage's DAG triggered by the previous one's asset), through a real Airflow: the API
+server, scheduler and DAG processor as child processes, first with the LocalExecutor on SQLite, then
+with the CeleryExecutor (two workers, Redis broker, a fresh PostgreSQL database for metadata and
+results). Per executor:
 
 * ``stage_wall_seconds``: the DAG run's start to end (resolve, plan, every batch, publish);
 * ``compute_seconds``: the stage's own work, the sum of the per-tile durations the batches record;
@@ -14,6 +16,11 @@ DAG processor as child processes, first with the LocalExecutor on SQLite, then w
 * ``scheduler_peak_rss_mib``: the scheduler process's peak resident memory (sampled every 0.5 s; the
   LocalExecutor's worker processes, which it forks, are reported apart as ``executor_workers_peak_rss_mib``);
 * ``max_xcom_bytes``: the largest XCom value of the run, read from the metadata database.
+
+With ``--chain``, each executor's object holds the chain's figures (wall time from the download run's
+start to the reporting run's end, waits between stages included; overhead per tile: that wall time less
+each stage's compute over its slots, per tile) and, under ``per_stage``, each stage's (a per-season
+stage's compute is its one task's duration, on one slot).
 
 The last line printed is the path of the JSON file (one object per executor under ``runs``).
 """
@@ -150,20 +157,73 @@ def _pg_database() -> Iterator[str]:
         admin.close()
 
 
-def run_once(executor: str, config: Path, stage: str, work: Path, timeout: float) -> dict[str, Any]:
-    """One stage run of the country through Airflow with ``executor``; the figures."""
-    from lcms_airflow.local_stack import LocalAirflow
+CHAIN = (
+    "download",
+    "features",
+    "add_reference",
+    "sampling",
+    "merge_features",
+    "training",
+    "prediction",
+    "postprocessing",
+    "change_detection",
+    "reporting",
+)
+
+
+def _stage_figures(airflow: Any, sql_url: str, config: Path, stage: str, run: dict[str, Any], slots: int) -> dict:
+    """One stage run's figures (see the module docstring); ``run`` is its finished DAG run."""
     from lcms_tasks.config import load_config
     from lcms_tasks.context import RunContext
     from lcms_tasks.tolerance import durations
 
+    dag_id, run_id = f"lcms_{stage}", run["run_id"]
+    states = airflow.task_states(dag_id, run_id)
+    cfg = load_config(config)
+    ctx = RunContext.create(cfg, season="2023", run_id=run_id)
+    tiles = len(ctx.tiles())
+    wall = (dt.datetime.fromisoformat(run["end_date"]) - dt.datetime.fromisoformat(run["start_date"])).total_seconds()
+    batches = [s for s in states if s["task_id"] == "run_batch"]
+    if batches:  # per-tile stage: its compute is the sum of the tiles' own durations, over `slots` slots
+        timing = durations(ctx, stage)
+        compute, parallel = float(timing.get("total_s", 0.0)), slots
+        tiles_done, tile_median = timing.get("n_tiles", 0), timing.get("median_s")
+    else:  # per-season stage: one task, whose duration is its compute
+        season_task = [float(s["duration"] or 0.0) for s in states if s["task_id"] == "run_season"]
+        compute, parallel = sum(season_task), 1
+        tiles_done, tile_median = None, None
+    batch_seconds = [float(s["duration"]) for s in batches if s.get("duration") is not None]
+    return {
+        "stage": stage,
+        "run_id": run_id,
+        "state": run["state"],
+        "tiles": tiles,
+        "tiles_done": tiles_done,
+        "batch_size": cfg.grid.batch_size,
+        "task_slots": parallel,
+        "mapped_task_instances": len(batches),
+        "stage_wall_seconds": round(wall, 1),
+        "compute_seconds": round(compute, 1),
+        "overhead_seconds_per_tile": round((wall - compute / parallel) / tiles, 4),
+        "batch_seconds_median": round(statistics.median(batch_seconds), 2) if batch_seconds else None,
+        "tile_seconds_median": tile_median,
+        "max_xcom_bytes": _max_xcom_bytes(sql_url, dag_id, run_id),
+    }
+
+
+def run_once(executor: str, config: Path, stages: tuple[str, ...], work: Path, timeout: float) -> dict[str, Any]:
+    """One run of ``stages`` (one stage, or the chain, each triggered by the previous one's asset) with
+    ``executor``; the figures: per stage, and for the chain as a whole."""
+    from lcms_airflow.local_stack import LocalAirflow
+
     dags = work / f"dags-{executor}"
     dags.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "dags" / f"lcms_{stage}.py", dags)
+    for stage in stages:
+        shutil.copy(REPO / "dags" / f"lcms_{stage}.py", dags)
+    slots = 2
     with contextlib.ExitStack() as stack:
         extra = {"LCMS_RETRY_DELAY_SECONDS": "5"}
         workers: dict[str, str] = {}
-        slots = 2
         if executor == "celery":
             pg = stack.enter_context(_pg_database())
             tag = uuid.uuid4().hex[:8]
@@ -178,44 +238,59 @@ def run_once(executor: str, config: Path, stage: str, work: Path, timeout: float
             home=work / f"airflow-{executor}", dags_folder=dags, celery_workers=workers, extra_env=extra
         )
         sql_url = airflow.env().get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") or f"sqlite:///{airflow.home}/airflow.db"
+        figures: list[dict[str, Any]] = []
         try:
             airflow.start()
-            airflow.wait_for_dags([f"lcms_{stage}"])
+            airflow.wait_for_dags([f"lcms_{s}" for s in stages])
+            deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=timeout)
             with _RssSampler(airflow.procs["scheduler"].pid) as rss:
-                run_id = airflow.trigger(f"lcms_{stage}", {"config": str(config), "season": "2023"})
-                run = airflow.wait_for_run(f"lcms_{stage}", run_id=run_id, timeout=timeout, poll=5)
-            states = airflow.task_states(f"lcms_{stage}", run_id)
-            max_xcom = _max_xcom_bytes(sql_url, f"lcms_{stage}", run_id)
+                first = airflow.trigger(f"lcms_{stages[0]}", {"config": str(config), "season": "2023"})
+                finished: list[dict[str, Any]] = []
+                for stage in stages:  # a fresh metadata database: each later stage's first run is the chain's
+                    left = (deadline - dt.datetime.now(dt.UTC)).total_seconds()
+                    run = airflow.wait_for_run(
+                        f"lcms_{stage}", run_id=first if stage == stages[0] else None, timeout=max(left, 1), poll=5
+                    )
+                    finished.append(run)
+                    print(f"  {stage}: {run['state']} ({run['run_id']})", flush=True)
+                    if run["state"] != "success":
+                        break
+            for stage, run in zip(stages, finished, strict=False):
+                figures.append(_stage_figures(airflow, sql_url, config, stage, run, slots))
         finally:
             airflow.stop()
-    cfg = load_config(config)
-    ctx = RunContext.create(cfg, season="2023", run_id=run_id)
-    timing = durations(ctx, stage)
-    start = dt.datetime.fromisoformat(run["start_date"])
-    end = dt.datetime.fromisoformat(run["end_date"])
-    wall = (end - start).total_seconds()
-    batches = [s for s in states if s["task_id"] == "run_batch"]
-    batch_seconds = [float(s["duration"]) for s in batches if s.get("duration") is not None]
-    tiles = len(ctx.tiles())
-    compute = float(timing.get("total_s", 0.0))
-    return {
+    result: dict[str, Any] = {
         "executor": "CeleryExecutor" if executor == "celery" else "LocalExecutor",
-        "stage": stage,
-        "state": run["state"],
-        "tiles": tiles,
-        "tiles_done": timing.get("n_tiles", 0),
-        "batch_size": cfg.grid.batch_size,
-        "task_slots": slots,
-        "mapped_task_instances": len(batches),
-        "stage_wall_seconds": round(wall, 1),
-        "compute_seconds": round(compute, 1),
-        "overhead_seconds_per_tile": round((wall - compute / slots) / tiles, 4),
-        "batch_seconds_median": round(statistics.median(batch_seconds), 2) if batch_seconds else None,
-        "tile_seconds_median": timing.get("median_s"),
+        "metadata_database": "PostgreSQL" if executor == "celery" else "SQLite",
         "scheduler_peak_rss_mib": round(rss.scheduler_peak / 2**20, 1),
         "executor_workers_peak_rss_mib": round(rss.children_peak / 2**20, 1) if executor == "local" else None,
-        "max_xcom_bytes": max_xcom,
-        "metadata_database": "PostgreSQL" if executor == "celery" else "SQLite",
+    }
+    if len(stages) == 1:
+        return {**figures[0], **result} if figures else {"stage": stages[0], "state": "failed", **result}
+    complete = len(figures) == len(stages) and all(f["state"] == "success" for f in figures)
+    tiles = figures[0]["tiles"] if figures else 0
+    wall = 0.0
+    if figures:
+        wall = (
+            dt.datetime.fromisoformat(finished[len(figures) - 1]["end_date"])
+            - dt.datetime.fromisoformat(finished[0]["start_date"])
+        ).total_seconds()
+    busy = sum(f["compute_seconds"] / f["task_slots"] for f in figures)
+    return {
+        "stage": "chain",
+        "stages": list(stages),
+        "state": "success" if complete else "failed",
+        "tiles": tiles,
+        "batch_size": figures[0]["batch_size"] if figures else None,
+        "task_slots": slots,
+        "mapped_task_instances": sum(f["mapped_task_instances"] for f in figures),
+        # first stage's start to the last stage's end: with the waits between stages (asset events)
+        "stage_wall_seconds": round(wall, 1),
+        "compute_seconds": round(sum(f["compute_seconds"] for f in figures), 1),
+        "overhead_seconds_per_tile": round((wall - busy) / tiles, 4) if tiles else None,
+        "max_xcom_bytes": max((f["max_xcom_bytes"] for f in figures), default=0),
+        **result,
+        "per_stage": figures,
     }
 
 
@@ -225,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tile-px", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=None, help="tiles per task (default: the grid's)")
     parser.add_argument("--stage", default="download", help="the mapped stage to run (its inputs must exist)")
+    parser.add_argument(
+        "--chain", action="store_true", help="run the whole chain, download to reporting, instead of one stage"
+    )
     parser.add_argument("--executors", default="local,celery", help="comma-separated: local, celery")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds one run may take")
     parser.add_argument("--seed", type=int, default=11)
@@ -241,8 +319,10 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"--executors: {executor!r} is not local or celery")
             work = Path(tmp) / executor
             config = write_country(work / "project", args.tiles, args.tile_px, batch_size, args.seed)
-            print(f"{executor}: {args.tiles} tiles of {args.tile_px} px, batch size {batch_size}: running {args.stage}")
-            figures = run_once(executor, config, args.stage, work, args.timeout)
+            stages = CHAIN if args.chain else (args.stage,)
+            what = "the chain" if args.chain else args.stage
+            print(f"{executor}: {args.tiles} tiles of {args.tile_px} px, batch size {batch_size}: running {what}")
+            figures = run_once(executor, config, stages, work, args.timeout)
             print(json.dumps(figures))
             results.append(figures)
     args.out.mkdir(parents=True, exist_ok=True)
