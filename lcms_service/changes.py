@@ -27,7 +27,7 @@ import math
 import re
 import uuid
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from cql2 import Expr
 from fastapi import HTTPException, Path, Query, Request
@@ -345,6 +345,13 @@ def make_collection_dependency(supported_tms: TileMatrixSets) -> Any:
         min_area_m2: Annotated[
             float | None, Query(ge=0.0, allow_inf_nan=False, description="Smallest area in m².")
         ] = None,
+        kind: Annotated[
+            Literal["change", "parcel_check"],
+            Query(
+                description="`change` (land cover changes, the default) or `parcel_check` (declared parcels whose "
+                "predicted crop differs from the declared one: `from_class` declared, `to_class` predicted)."
+            ),
+        ] = "change",
     ) -> Collection:
         # status, project, season_after, season_before, from_class, to_class and run_id are table columns:
         # tipg applies them as property filters (typed by ChangesCollection); they are declared here so
@@ -360,7 +367,8 @@ def make_collection_dependency(supported_tms: TileMatrixSets) -> Any:
             raise HTTPException(
                 status_code=404, detail=f"collection {collectionId!r} not found; this service publishes {published}"
             )
-        extra: list[dict[str, Any]] = []
+        # Parcel checks share the table: only the kind asked for (changes unless told) is served.
+        extra: list[dict[str, Any]] = [{"op": "=", "args": [{"property": "kind"}, kind]}]
         if season is not None:
             extra.append({"op": "=", "args": [{"property": "season_after"}, season]})
         if transition is not None:
@@ -372,7 +380,7 @@ def make_collection_dependency(supported_tms: TileMatrixSets) -> Any:
             extra.append({"op": ">=", "args": [{"property": "confidence"}, min_confidence]})
         if min_area_m2 is not None:
             extra.append({"op": ">=", "args": [{"property": "area_m2"}, min_area_m2]})
-        if extra and isinstance(collection, ChangesCollection):
+        if isinstance(collection, ChangesCollection):
             return collection.model_copy(update={"extra_filters": extra})
         return collection
 

@@ -19,6 +19,7 @@ NO_NUL = r"^[^\x00]*$"
 Action = Literal["confirm", "reject", "correct", "reopen", "comment"]
 Order = Literal["priority", "area", "confidence", "date"]
 Direction = Literal["asc", "desc"]
+Kind = Literal["change", "parcel_check"]
 
 
 class GeoJSONPolygonal(BaseModel):
@@ -62,6 +63,14 @@ class ChangeItem(BaseModel):
     corrected_to_class: int | None = None
     datetime: dt.datetime = Field(description="Start of the after season.")
     updated_at: dt.datetime
+    kind: Kind = Field(
+        "change",
+        description="change: a land cover change between two seasons; parcel_check: a declared parcel whose "
+        "predicted crop differs from the declared one (from_class/from_name the declared crop, to_class/to_name the "
+        "predicted one, confidence its probability, one season: season_before = season_after).",
+    )
+    product: str | None = Field(None, description="The map product whose legend the classes are of (None: primary).")
+    parcel_id: str | None = Field(None, description="parcel_check: the declaration's parcel id.")
 
 
 class Counts(BaseModel):

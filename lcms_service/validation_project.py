@@ -38,6 +38,8 @@ class ProjectInfo:
 
     project: str | None = None
     legend: dict[int, str] = field(default_factory=dict)
+    #: product -> its legend (every product of the config, the primary one included): parcel checks' classes
+    product_legends: dict[str, dict[int, str]] = field(default_factory=dict)
     aoi: Any = None  # shapely geometry, EPSG:4326 (prepared)
     regions: dict[str, Any] = field(default_factory=dict)  # name -> shapely geometry, EPSG:4326
     region_column: str | None = None
@@ -94,6 +96,7 @@ def load_project(settings: ServiceSettings) -> ProjectInfo:
     return ProjectInfo(
         project=cfg.project,
         legend={c.id: c.name for c in cfg.legend()},
+        product_legends={p: {c.id: c.name for c in cfg.for_product(p).legend()} for p in cfg.product_names()},
         aoi=whole,
         regions=regions,
         region_column=column,

@@ -73,7 +73,7 @@ STATUS_OF: dict[str, str] = {"confirm": "confirmed", "reject": "rejected", "corr
 _ITEM_COLUMNS = f"""
     c.id, c.project, c.season_before, c.season_after, c.from_class, c.from_name, c.to_class, c.to_name,
     c.area_m2, c.confidence, {PRIORITY_SQL} AS priority, c.status, c.version,
-    c.corrected_from_class, c.corrected_to_class, c.datetime, c.updated_at,
+    c.corrected_from_class, c.corrected_to_class, c.datetime, c.updated_at, c.kind, c.product, c.parcel_id,
     ST_XMin(b.box) AS w, ST_YMin(b.box) AS s, ST_XMax(b.box) AS e, ST_YMax(b.box) AS n
 """
 _BOX_JOIN = (
@@ -107,6 +107,9 @@ class QueueFilter:
     """The queue's filters (None: not filtered)."""
 
     project: str | None = None
+    #: ``change`` or ``parcel_check`` (None: both).
+    kind: str | None = "change"
+    product: str | None = None
     season_before: str | None = None
     season_after: str | None = None
     status: Sequence[str] | None = None
@@ -127,7 +130,7 @@ class QueueFilter:
             params.append(value)
             clauses.append(fragment.replace("$?", f"${first + len(params) - 1}"))
 
-        for column in ("project", "season_before", "season_after", "from_class", "to_class"):
+        for column in ("project", "kind", "product", "season_before", "season_after", "from_class", "to_class"):
             value = getattr(self, column)
             if value is not None:
                 add(f"c.{column} = $?", value)
@@ -166,6 +169,9 @@ def _item_kwargs(row: asyncpg.Record) -> dict[str, Any]:
         "corrected_to_class": row["corrected_to_class"],
         "datetime": row["datetime"],
         "updated_at": row["updated_at"],
+        "kind": row["kind"],
+        "product": row["product"],
+        "parcel_id": row["parcel_id"],
     }
 
 
@@ -236,14 +242,29 @@ FROM lcms.decisions WHERE change_id = $1 ORDER BY id
 """
 
 
-async def class_names(conn: asyncpg.Connection, project: str, legend: dict[int, str] | None) -> dict[int, str]:
-    """Class id -> name for ``project``: the config's legend if given, else the classes its changes use."""
+def legend_key(project: str, product: str | None) -> str:
+    """The key of a legend in the ``legends`` mappings: the project (its primary product's legend, the one of
+    its changes), or ``project/product`` for another product's (the one of its parcel checks)."""
+    return project if product is None else f"{project}/{product}"
+
+
+def _legend(legends: Mapping[str, dict[int, str]] | None, row: asyncpg.Record) -> dict[int, str] | None:
+    return (legends or {}).get(legend_key(row["project"], row["product"]))
+
+
+async def class_names(
+    conn: asyncpg.Connection, project: str, legend: dict[int, str] | None, product: str | None = None
+) -> dict[int, str]:
+    """Class id -> name for ``project`` (``product``): the config's legend if given, else the classes its rows use."""
     if legend:
         return legend
     rows = await conn.fetch(
-        "SELECT DISTINCT from_class AS id, from_name AS name FROM lcms.changes WHERE project = $1 "
-        "UNION SELECT DISTINCT to_class, to_name FROM lcms.changes WHERE project = $1",
+        "SELECT DISTINCT from_class AS id, from_name AS name FROM lcms.changes "
+        "WHERE project = $1 AND product IS NOT DISTINCT FROM $2 "
+        "UNION SELECT DISTINCT to_class, to_name FROM lcms.changes "
+        "WHERE project = $1 AND product IS NOT DISTINCT FROM $2",
         project,
+        product,
     )
     return {int(r["id"]): str(r["name"]) for r in rows}
 
@@ -253,16 +274,17 @@ async def change_detail(
 ) -> ChangeDetail:
     """The change with its geometry, corrections and decisions (:class:`ChangeNotFoundError` if absent).
 
-    ``legends``: project -> {class id: name} for the corrected classes' names (else the project's changes' classes).
+    ``legends``: :func:`legend_key` -> {class id: name} for the corrected classes' names (else the classes the
+    project's rows use).
     """
     row = await conn.fetchrow(_DETAIL_SQL, change_id)
     if row is None:
         raise ChangeNotFoundError(f"no change {change_id}")
     decisions = await conn.fetch(_DECISIONS_SQL, change_id)
-    names = (legends or {}).get(row["project"]) or {}
+    names = _legend(legends, row) or {}
     corrected_class = row["corrected_from_class"] is not None or row["corrected_to_class"] is not None
     if corrected_class and not names:
-        names = await class_names(conn, row["project"], None)
+        names = await class_names(conn, row["project"], None, row["product"])
     return ChangeDetail(
         **_item_kwargs(row),
         geometry=json.loads(row["geometry"]),
@@ -333,7 +355,7 @@ def _state(row: asyncpg.Record | dict[str, Any]) -> dict[str, Any]:
 
 
 _LOCK_SQL = """
-SELECT id, project, status, version, from_class, to_class, corrected_from_class, corrected_to_class,
+SELECT id, project, kind, product, status, version, from_class, to_class, corrected_from_class, corrected_to_class,
        ST_AsGeoJSON(corrected_geom)::text AS corrected
 FROM lcms.changes WHERE id = $1 FOR UPDATE
 """
@@ -392,14 +414,19 @@ async def decide(
         if decision.action in ("confirm", "reject", "reopen"):
             status, from_c, to_c = STATUS_OF[decision.action], None, None
         elif decision.action == "correct":
-            names = await class_names(conn, row["project"], (legends or {}).get(row["project"]))
+            parcel = row["kind"] == "parcel_check"
+            if parcel and (decision.from_class is not None or decision.geometry is not None):
+                raise DecisionProblemError(
+                    "a parcel check is corrected with to_class only (the parcel's true crop): the declared crop "
+                    "(from_class) and the parcel's outline are the declaration's"
+                )
+            names = await class_names(conn, row["project"], _legend(legends, row), row["product"])
+            whose = f"project {row['project']!r}" + (f", product {row['product']!r}" if row["product"] else "")
             for field_name in ("from_class", "to_class"):
                 value = getattr(decision, field_name)
                 if value is not None and value not in names:
                     shown = ", ".join(f"{k} {v}" for k, v in sorted(names.items()))
-                    raise DecisionProblemError(
-                        f"{field_name} {value} is not in the legend of project {row['project']!r} ({shown})"
-                    )
+                    raise DecisionProblemError(f"{field_name} {value} is not in the legend of {whose} ({shown})")
             if decision.from_class is not None:
                 from_c = None if decision.from_class == row["from_class"] else decision.from_class
             if decision.to_class is not None:
@@ -414,7 +441,9 @@ async def decide(
             effective_to = row["to_class"] if to_c is None else to_c
             if effective_from == effective_to:
                 raise DecisionProblemError(
-                    f"from_class and to_class would both be {effective_from}: that is no change; reject it instead"
+                    f"to_class {effective_to} is the declared crop: the declaration holds; reject the check instead"
+                    if parcel
+                    else f"from_class and to_class would both be {effective_from}: that is no change; reject it instead"
                 )
             if from_c is None and to_c is None and geometry_wkb is None and previous["corrected_geometry"] is None:
                 raise DecisionProblemError(
@@ -494,9 +523,11 @@ async def stats(
     project: str | None = None,
     season_before: str | None = None,
     season_after: str | None = None,
+    kind: str = "change",
 ) -> Stats:
-    """Per operator (their decisions) and per transition (the changes' current status) within the filters."""
-    filters = QueueFilter(project=project, season_before=season_before, season_after=season_after)
+    """Per operator (their decisions) and per transition (the changes' current status) within the filters;
+    ``kind``: of the changes, or of the parcel checks (transitions: declared -> predicted crop)."""
+    filters = QueueFilter(project=project, kind=kind, season_before=season_before, season_after=season_after)
     where, params = filters.where()
     # $1 and $2 are the session gap and the deciding actions: the filters' placeholders come after them.
     shifted, _ = filters.where(first=3)

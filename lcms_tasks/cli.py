@@ -511,6 +511,23 @@ def _add_db_parser(sub: Any) -> None:
         print(json.dumps(load_season(require_database_url(cfg), ctx), indent=1, default=str))
         return 0
 
+    def cmd_load_parcel_checks(args: argparse.Namespace) -> int:
+        from lcms_tasks.config import load_config
+        from lcms_tasks.context import RunContext
+        from lcms_tasks.store import require_database_url
+        from lcms_tasks.store.parcel_checks import load_parcel_checks
+
+        cfg = load_config(args.config)
+        product = args.product or next(
+            (p for p in cfg.product_names() if cfg.product(p).legend == "crop_type"), cfg.primary_product
+        )
+        cfg.product(product)  # unknown: ConfigError naming the products
+        ctx = RunContext.create(
+            cfg, season=args.season, run_id=args.run_id, config_path=str(Path(args.config).resolve())
+        ).for_product(product)
+        print(json.dumps(load_parcel_checks(require_database_url(cfg), ctx), indent=1, default=str))
+        return 0
+
     db = sub.add_parser(
         "db",
         help="the change store: PostgreSQL + PostGIS (the embedded default, migrations, loading a season)",
@@ -539,6 +556,19 @@ def _add_db_parser(sub: Any) -> None:
     p.add_argument("--config", help="project config whose database to migrate (default: as `lcms db url`)")
     _add_debug(p)
     p.set_defaults(func=cmd_upgrade, port=None)
+    p = db_sub.add_parser(
+        "load-parcel-checks",
+        help="load a season's parcel disagreements (parcel markers) into the Validation Tool's queue",
+        description="The parcels whose predicted crop differs from the declared one with high confidence (the "
+        "season's parcel markers of --product) become parcel checks in the Validation Tool's queue: the season's "
+        "undecided checks are replaced, decided ones kept; one transaction.",
+    )
+    p.add_argument("--config", required=True, help="project config YAML")
+    p.add_argument("--season", help="the season (default: the latest season)")
+    p.add_argument("--product", help="the product of the markers (default: the first product with a crop_type legend)")
+    p.add_argument("--run-id", help="run id recorded with the load (default: manual__<UTC time>)")
+    _add_debug(p)
+    p.set_defaults(func=cmd_load_parcel_checks)
     p = db_sub.add_parser("load", help="load a season's change polygons (change_detection output) into the store")
     p.add_argument("--config", required=True, help="project config YAML")
     p.add_argument("--season", help="the after season (default: the latest season)")

@@ -13,7 +13,9 @@ Import the fixtures you use into your test module (pytest finds fixtures by name
   stopped and deleted after the module. Yields the cluster (``.url``, ``.password``).
 
 Helpers: :func:`fresh_database` (a context manager for a database of your own: with or without
-PostGIS, migrated or not, owned by a role of your choice), :func:`clean_store`, :func:`free_port`.
+PostGIS, migrated or not, owned by a role of your choice), :func:`clean_store`, :func:`free_port`,
+:func:`downgrade` (migrate a database down to a revision), :func:`run_async` (a coroutine function on an
+asyncpg connection, as the service's store functions take one).
 The server is ``LCMS_TEST_PG_URL`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``, a
 superuser); when it is unreachable the tests using these fixtures are skipped, saying so.
 """
@@ -26,12 +28,13 @@ import shutil
 import socket
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
+T = TypeVar("T")
 PG_ADMIN_URL = os.environ.get("LCMS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -99,6 +102,36 @@ def fresh_database(
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+def run_async(url: str, fn: Callable[[Any], Awaitable[T]]) -> T:
+    """``fn(connection)`` on a fresh asyncpg connection to ``url``; its result."""
+    import asyncio
+
+    import asyncpg
+
+    async def go() -> T:
+        conn = await asyncpg.connect(url)
+        try:
+            return await fn(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+def downgrade(url: str, revision: str) -> None:
+    """Migrate the store at ``url`` down to ``revision`` (Alembic, as ``lcms db upgrade`` goes up)."""
+    from alembic import command
+
+    from lcms_tasks.store.db import alembic_config, create_engine
+
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            command.downgrade(alembic_config(connection), revision)
+    finally:
+        engine.dispose()
 
 
 def clean_store(url: str) -> None:

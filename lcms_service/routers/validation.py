@@ -41,6 +41,7 @@ from lcms_service.validation_models import (
     Conflict,
     DecisionRequest,
     Direction,
+    Kind,
     Order,
     Problem,
     Stats,
@@ -73,9 +74,25 @@ RoConnection = Annotated[asyncpg.Connection, Depends(ro_connection)]
 RwConnection = Annotated[asyncpg.Connection, Depends(rw_connection)]
 
 
+KindQuery = Annotated[
+    Kind,
+    Query(
+        description="change: land cover changes (the default); parcel_check: declared parcels whose predicted crop "
+        "differs from the declared one (from = declared, to = predicted; confirm: the prediction is right, reject: "
+        "the declaration is right, correct: another crop, with to_class)."
+    ),
+]
+
+
 def _legends(info: ProjectInfo) -> dict[str, dict[int, str]]:
-    """Project -> legend of the projects the config knows (others fall back to their changes' classes)."""
-    return {info.project: info.legend} if info.project and info.legend else {}
+    """:func:`store.legend_key` -> legend, for the project the config knows: its changes' (the primary product's)
+    and each product's parcel checks' (other projects fall back to the classes their rows use)."""
+    if not info.project or not info.legend:
+        return {}
+    return {
+        info.project: info.legend,
+        **{store.legend_key(info.project, name): legend for name, legend in info.product_legends.items()},
+    }
 
 
 def _range(name: str, low: float | None, high: float | None) -> None:
@@ -95,6 +112,10 @@ async def list_changes(
     user: Viewer,
     conn: RoConnection,
     project: Annotated[str | None, Query(max_length=200, pattern=NO_NUL, description="Project name.")] = None,
+    kind: KindQuery = "change",
+    product: Annotated[
+        str | None, Query(max_length=64, pattern=NO_NUL, description="Parcel checks of this map product only.")
+    ] = None,
     season_before: Annotated[str | None, Query(max_length=100, pattern=NO_NUL)] = None,
     season_after: Annotated[str | None, Query(max_length=100, pattern=NO_NUL)] = None,
     status: Annotated[
@@ -135,6 +156,8 @@ async def list_changes(
         project = project or info.project
     filters = store.QueueFilter(
         project=project,
+        kind=kind,
+        product=product,
         season_before=season_before,
         season_after=season_after,
         status=status,
@@ -226,5 +249,6 @@ async def validation_stats(
     project: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
     season_before: Annotated[str | None, Query(max_length=100, pattern=NO_NUL)] = None,
     season_after: Annotated[str | None, Query(max_length=100, pattern=NO_NUL)] = None,
+    kind: KindQuery = "change",
 ) -> Stats:
-    return await store.stats(conn, project=project, season_before=season_before, season_after=season_after)
+    return await store.stats(conn, project=project, season_before=season_before, season_after=season_after, kind=kind)

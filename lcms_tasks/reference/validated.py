@@ -37,6 +37,15 @@ add_reference metadata records exactly which changes and decisions were used.
 
 Decisions are only used forwards: a change decided for A→B is not reference for season A (or earlier),
 even though a confirmation implies that the before class was right there too.
+
+Parcel checks (crop products)
+-----------------------------
+A parcel check (``kind = 'parcel_check'``, :mod:`lcms_tasks.store.parcel_checks`) is a declared parcel
+whose predicted crop differed from the declared one. Its decision gives the parcel's crop in that season:
+confirmed, the predicted crop (``to_class``); corrected, the corrected crop; rejected, the declared crop
+(``from_class``: the declaration held). The same three statuses, read as for changes; but a parcel check
+is reference for its own season only, and of its own product's legend (the product's add_reference
+reads it; the primary product reads the changes): crops rotate, so nothing is carried forward.
 """
 
 from __future__ import annotations
@@ -155,6 +164,16 @@ class RuleCounts:
     trimmed: int = 0
     superseded: int = 0
     later_changes: int = 0
+
+    def plus(self, other: RuleCounts) -> RuleCounts:
+        """The counts of two reads together."""
+        return RuleCounts(
+            candidates=self.candidates + other.candidates,
+            carried_forward=self.carried_forward + other.carried_forward,
+            trimmed=self.trimmed + other.trimmed,
+            superseded=self.superseded + other.superseded,
+            later_changes=self.later_changes + other.later_changes,
+        )
 
     def to_dict(self) -> dict[str, int]:
         return {
@@ -283,6 +302,7 @@ LEFT JOIN LATERAL (
     ORDER BY id DESC LIMIT 1
 ) d ON true
 WHERE c.project = %(project)s AND c.status = ANY(%(statuses)s) AND c.season_after = ANY(%(seasons)s)
+  AND c.kind = %(kind)s AND c.product IS NOT DISTINCT FROM %(product)s
   AND (%(envelope)s::text IS NULL OR ST_Intersects(COALESCE(c.corrected_geom, c.geom), ST_GeomFromEWKT(%(envelope)s)))
 ORDER BY c.season_after, c.id
 """
@@ -294,14 +314,14 @@ SELECT c.id::text, c.status, c.season_before, c.season_after, c.from_class, c.to
        c.corrected_from_class, c.corrected_to_class, c.corrected_geom IS NOT NULL,
        ST_AsBinary(COALESCE(c.corrected_geom, c.geom))
 FROM lcms.changes c
-WHERE c.project = %(project)s AND c.season_after = ANY(%(seasons)s)
+WHERE c.project = %(project)s AND c.season_after = ANY(%(seasons)s) AND c.kind = 'change'
   AND (%(envelope)s::text IS NULL OR c.geom && ST_GeomFromEWKT(%(envelope)s))
 UNION ALL
 SELECT c.id::text, c.status, c.season_before, c.season_after, c.from_class, c.to_class,
        c.corrected_from_class, c.corrected_to_class, true, ST_AsBinary(c.corrected_geom)
 FROM lcms.changes c
 WHERE c.project = %(project)s AND c.season_after = ANY(%(seasons)s) AND c.status <> 'detected'
-  AND c.corrected_geom IS NOT NULL AND %(envelope)s::text IS NOT NULL
+  AND c.kind = 'change' AND c.corrected_geom IS NOT NULL AND %(envelope)s::text IS NOT NULL
   AND c.corrected_geom && ST_GeomFromEWKT(%(envelope)s) AND NOT c.geom && ST_GeomFromEWKT(%(envelope)s)
 """
 
@@ -357,17 +377,23 @@ def read_validated(
     statuses: Sequence[str] = STATUSES,
     max_seasons_later: int | None = None,
     envelope: str | None = None,
+    parcel_checks_of: str | None = None,
 ) -> tuple[list[ValidatedPolygon], RuleCounts]:
     """The reference polygons for ``season`` from the change store at ``url`` (rule of the module docstring).
 
     ``order``: the project's seasons by start date; ``envelope``: EWKT in EPSG:4326 of the area to read
     (:func:`tile_envelope`; None: everywhere). ``ChangeStoreError`` naming the database if it cannot be read.
+
+    ``parcel_checks_of``: read the decided parcel checks of that product instead of the changes (see
+    "Parcel checks" in the module docstring): each serves its own season only.
     """
     from lcms_tasks.store.db import connect, describe
 
     bad = sorted(set(statuses) - set(STATUSES))
     if bad:
         raise ConfigError(f"statuses {bad} do not make reference; use some of {', '.join(STATUSES)}")
+    if parcel_checks_of is not None:
+        max_seasons_later = 0  # crops rotate: a parcel's checked crop is of its season only
     seasons = serving_seasons(order, season, max_seasons_later)
     conn = connect(url, application_name="lcms-reference")
     try:
@@ -380,6 +406,8 @@ def read_validated(
                 "seasons": seasons,
                 "actions": list(DECIDING_ACTIONS),
                 "envelope": envelope,
+                "kind": "change" if parcel_checks_of is None else "parcel_check",
+                "product": parcel_checks_of,
             }
             cur.execute(_CANDIDATES_SQL, params)
             candidates = [_row_change(r, with_decision=True) for r in cur.fetchall()]

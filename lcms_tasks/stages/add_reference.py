@@ -18,6 +18,7 @@ Output EOPatch: ``mask_timeless/REFERENCE`` (H, W, 1) uint8 class ids (0 none),
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -128,6 +129,8 @@ class ChangeStoreSource(StrictModel):
     the corrected geometry, rejected ones the before class over the polygon. A change decided for the
     season pair A->B serves season B and later seasons until a later change says otherwise (the rule of
     :mod:`lcms_tasks.reference.validated`). The store is the config's (``lcms_tasks.store.database_url``).
+    Those are the primary product's; every product (a crop type product) also reads its own decided parcel
+    checks (declared parcels the operators checked), for their season only.
     """
 
     type: Literal["change_store"] = Field("change_store", description="Decided changes of the change store.")
@@ -362,15 +365,23 @@ def _change_store_polygons(source: ChangeStoreSource, ctx: RunContext, tile: Til
         if source.required:
             raise ChangeStoreError(f"tile {tile.id}: reference source 'change_store': {reason}", permanent=True)
         return validated.TileValidated(stats=SourceStats(), skipped=reason)
-    found, rule = validated.read_validated(
+    envelope = validated.tile_envelope(tile.bounds, tile.crs)
+    read = functools.partial(
+        validated.read_validated,
         url,
         project=cfg.project,
         season=ctx.season,
         order=validated.season_order(cfg),
         statuses=source.statuses,
         max_seasons_later=source.max_seasons_later,
-        envelope=validated.tile_envelope(tile.bounds, tile.crs),
+        envelope=envelope,
     )
+    # The primary product's maps are what change detection compares: its decided changes are its reference.
+    # Every product's own decided parcel checks are its reference for their season.
+    found, rule = read() if ctx.is_primary_product else ([], validated.RuleCounts())
+    checks, check_rule = read(parcel_checks_of=ctx.product_name)
+    found = [*found, *checks]
+    rule = rule.plus(check_rule)
     out = validated.tile_polygons(
         found,
         bounds=tile.bounds,
@@ -449,12 +460,6 @@ def run(tile: Tile, ctx: RunContext) -> list[str]:
         name = source_name(i, source)
         if not source_active(source, ctx.season):
             per_source[name] = {"skipped": f"not a source for season {ctx.season}"}
-            continue
-        if isinstance(source, ChangeStoreSource) and not ctx.is_primary_product:
-            # Operators decide changes of the primary product's map; their classes are of its legend.
-            per_source[name] = {
-                "skipped": f"decided changes are {cfg.primary_product} reference, not {ctx.product_name}"
-            }
             continue
         if isinstance(source, FileSource):
             found, stats = _file_source_polygons(source, cfg, ctx.season, tile, options)

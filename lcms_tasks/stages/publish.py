@@ -30,7 +30,9 @@ files in each, one bit depth per band, one code table and legend), then writes
   them in place), ``<BAND>.qml`` / ``<BAND>_<epsg>.qml`` QGIS styles, ``CLASS_colormap.txt`` and
   ``CHANGE_colormap.txt`` (:mod:`lcms_tasks.publish.mosaic`);
 * the STAC catalog ``<root>/<project>/stac/catalog.json`` (:mod:`lcms_tasks.publish.stac`);
-* the season's changes into the PostGIS change store (``lcms_tasks.store``), when one is configured;
+* the season's changes into the PostGIS change store (``lcms_tasks.store``), when one is configured, and
+  the product's parcel disagreements (when its parcel markers were computed) as parcel checks for the
+  Validation Tool (:mod:`lcms_tasks.store.parcel_checks`);
 * the BYOC tiles (``lcms_tasks.publish.byoc``), when ``stages.publish.byoc`` is set;
 * ``<season>/publish/_run/summary/summary.json``: what was published, what was skipped and why.
 
@@ -361,6 +363,23 @@ def _load_change_store(ctx: RunContext, options: Options) -> dict[str, Any]:
     return {"status": "loaded", **(result if isinstance(result, dict) else {"result": result})}
 
 
+def _load_parcel_checks(ctx: RunContext, options: Options) -> dict[str, Any]:
+    """The season's parcel disagreements of this product into the Validation Tool's queue (when computed)."""
+    from lcms_tasks.parcels.raster import NAME as MARKERS
+
+    if not ctx.storage.is_complete(ctx.run_uri(MARKERS)):
+        return {"status": "skipped", "reason": f"no parcel markers for product {ctx.product_name} this season"}
+    if not options.change_store:
+        return {"status": "skipped", "reason": "stages.publish.change_store is false"}
+    from lcms_tasks import store
+    from lcms_tasks.store.parcel_checks import load_parcel_checks
+
+    url = store.database_url(ctx.config)
+    if url is None:
+        return {"status": "skipped", "reason": "no database configured (database.url or LCMS_DATABASE_URL)"}
+    return {"status": "loaded", **load_parcel_checks(url, ctx)}
+
+
 def _register_byoc(ctx: RunContext, options: Options, tiles: list[PublishedTile]) -> dict[str, Any]:
     if options.byoc is None:
         return {"status": "skipped", "reason": "no stages.publish.byoc section in the config"}
@@ -413,6 +432,7 @@ def finalize(ctx: RunContext) -> list[str]:
 
     stac_result = stac.publish_season(ctx, season_tiles, license=options.stac_license)
     store_result = _load_change_store(ctx, options)
+    parcel_checks_result = _load_parcel_checks(ctx, options)
     byoc_result = _register_byoc(ctx, options, run_tiles)
     imagery_result = (
         imagery.write_season_index(ctx, [t.tile_id for t in season_tiles])
@@ -431,11 +451,17 @@ def finalize(ctx: RunContext) -> list[str]:
         "mosaic": {"uri": mosaic_uri, **written},
         "stac": stac_result,
         "change_store": store_result,
+        "parcel_checks": parcel_checks_result,
         "byoc": byoc_result,
         "imagery": imagery_result,
         "skipped": {
             step: result["reason"]
-            for step, result in (("change_store", store_result), ("byoc", byoc_result), ("imagery", imagery_result))
+            for step, result in (
+                ("change_store", store_result),
+                ("parcel_checks", parcel_checks_result),
+                ("byoc", byoc_result),
+                ("imagery", imagery_result),
+            )
             if result.get("status") == "skipped"
         },
         "seconds": round(time.perf_counter() - t0, 3),

@@ -4,6 +4,8 @@
   and the schema's Alembic migrations (:func:`upgrade`, ``lcms db upgrade``);
 * :mod:`~lcms_tasks.store.load` — loading a season's change polygons in one transaction
   (:func:`load_season`);
+* :mod:`~lcms_tasks.store.parcel_checks` — a season's parcel disagreements (parcel markers) as parcel
+  checks for the Validation Tool (:func:`~lcms_tasks.store.parcel_checks.load_parcel_checks`);
 * :mod:`~lcms_tasks.store.embedded` — the project-local cluster of the one-machine default
   (:class:`EmbeddedPostgres`, ``lcms db start|stop|status``);
 * :mod:`~lcms_tasks.store.bench` — the bulk-load benchmark (:func:`~lcms_tasks.store.bench.bench_load`).

@@ -43,7 +43,7 @@ SCHEMA = "lcms"
 ENV_URL = "LCMS_DATABASE_URL"
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 #: The newest migration's revision: the schema this code reads and writes (a test checks it is the head).
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 DEFAULT_CONNECT_TIMEOUT_S = 10
 
 #: A provider maps an Airflow connection id (``database.airflow_conn_id``) to a URL, or None.

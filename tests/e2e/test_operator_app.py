@@ -15,6 +15,13 @@ Playwright) then does what an operator does:
   the first operator's ``c`` on it gets the 409, which the page shows with the current state and a
   reload; a viewer can read but not decide.
 
+Parcel checks (a third test): the 2024 parcel markers of the crop type product are computed with ``lcms
+parcels markers`` (a share of the synthetic declarations naming another crop); publishing the season again
+loads the flagged parcels into the queue; the validator switches the queue to parcel checks, sees each as
+"Declared X · predicted Y" over the season's imagery, land cover map and crop type map, confirms one,
+rejects one and corrects one to a third crop (the declared crop and the outline are not editable), and the
+store holds exactly those decisions.
+
 In Assessment (a second test on the same project and service), a 2024 sample design is drawn with
 ``lcms accuracy design`` into the season's accuracy folder; the validator labels two points with the keys
 ``1`` and ``2`` from the imagery alone (the page must ask for no map, pixel or change data), the store
@@ -27,6 +34,7 @@ Screenshots of each step are saved under the test's temporary folder (printed at
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -84,6 +92,35 @@ def project(tmp_path_factory: pytest.TempPathFactory, store_db: str) -> Path:  #
     return path
 
 
+def shots_folder(*, fresh: bool = False) -> Path:
+    """Where the screenshots go, kept after the run (CI can upload them): $LCMS_TEST_ARTIFACTS/operator-app
+    (default <repo>/test-artifacts/operator-app); ``fresh`` empties it first."""
+    artefacts = Path(os.environ.get("LCMS_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
+    shots = artefacts / "operator-app"
+    if fresh:
+        shutil.rmtree(shots, ignore_errors=True)
+    shots.mkdir(parents=True, exist_ok=True)
+    return shots
+
+
+@contextlib.contextmanager
+def chromium_page(requests: list[str], page_errors: list[str], console_errors: list[str]) -> Iterator[Any]:
+    """A page of headless Debian Chromium (1440 x 900) recording its requests, script errors and console errors."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            page.set_default_timeout(30_000)
+            page.on("request", lambda r: requests.append(r.url))
+            page.on("pageerror", lambda e: page_errors.append(str(e)))
+            page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+            yield page
+        finally:
+            browser.close()
+
+
 def store_rows(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
     conn = psycopg2.connect(url)
     try:
@@ -132,13 +169,9 @@ class ApiClient:
 def test_operator_app_in_the_browser(service: ServiceProcess, store_db: str, tmp_path: Path) -> None:  # noqa: F811
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is absent (Debian's chromium package; `make setup` installs it as root)")
-    from playwright.sync_api import Page, expect, sync_playwright
+    from playwright.sync_api import Page, expect
 
-    # test artefacts, kept after the run (CI can upload them): $LCMS_TEST_ARTIFACTS, default <repo>/test-artifacts
-    artefacts = Path(os.environ.get("LCMS_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
-    shots = artefacts / "operator-app"
-    shutil.rmtree(shots, ignore_errors=True)
-    shots.mkdir(parents=True)
+    shots = shots_folder(fresh=True)
     saved: list[Path] = []
     requests: list[str] = []
     page_errors: list[str] = []
@@ -152,20 +185,16 @@ def test_operator_app_in_the_browser(service: ServiceProcess, store_db: str, tmp
     queue = [
         str(r[0])
         for r in store_rows(
-            store_db, "SELECT id FROM lcms.changes WHERE status = 'detected' ORDER BY area_m2 * (1 - confidence) DESC"
+            store_db,
+            "SELECT id FROM lcms.changes WHERE status = 'detected' AND kind = 'change' "
+            "ORDER BY area_m2 * (1 - confidence) DESC",
         )
     ]
     config = yaml.safe_load(Path(service.extra_env["LCMS_CONFIG"]).read_text())
     legend = {int(c["id"]): c["name"] for c in config["legends"]["land_cover"] if int(c["id"]) != 0}
     crop_legend = [c["name"] for c in config["legends"]["crop_type"]]
 
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1440, "height": 900})
-        page.set_default_timeout(30_000)
-        page.on("request", lambda r: requests.append(r.url))
-        page.on("pageerror", lambda e: page_errors.append(str(e)))
-        page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    with chromium_page(requests, page_errors, console_errors) as page:
         try:
             # ---- log in
             page.goto(f"{service.url}/")
@@ -345,8 +374,6 @@ def test_operator_app_in_the_browser(service: ServiceProcess, store_db: str, tmp
             shot(page, "failure")
             err.add_note(f"screenshots: {shots}")
             raise
-        finally:
-            browser.close()
 
     # ---- the store holds exactly those decisions
     decisions = store_rows(
@@ -409,7 +436,7 @@ def test_blind_assessment_in_the_browser(service: ServiceProcess, project: Path,
     """
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is absent (Debian's chromium package; `make setup` installs it as root)")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from lcms_tasks.config import load_config
     from lcms_tasks.storage import Storage
@@ -440,19 +467,11 @@ def test_blind_assessment_in_the_browser(service: ServiceProcess, project: Path,
     )
     assert added.returncode == 0, added.stderr
 
-    artefacts = Path(os.environ.get("LCMS_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
-    shots = artefacts / "operator-app"
-    shots.mkdir(parents=True, exist_ok=True)
+    shots = shots_folder()
     requests: list[str] = []
     page_errors: list[str] = []
     console_errors: list[str] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1440, "height": 900})
-        page.set_default_timeout(30_000)
-        page.on("request", lambda r: requests.append(r.url))
-        page.on("pageerror", lambda e: page_errors.append(str(e)))
-        page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    with chromium_page(requests, page_errors, console_errors) as page:
         try:
             page.goto(f"{service.url}/#assess")
             page.get_by_label("User name").fill(OPERATOR)
@@ -495,8 +514,6 @@ def test_blind_assessment_in_the_browser(service: ServiceProcess, project: Path,
             page.screenshot(path=str(shots / "assessment-failure.png"))
             err.add_note(f"screenshots: {shots}")
             raise
-        finally:
-            browser.close()
 
     assert any("/api/imagery/2024/tiles/" in u for u in requests), "the imagery was not shown"
     shown_map = [u for u in requests if "/api/maps/" in u or "/api/pixel" in u or "/ogc/" in u or "/api/changes" in u]
@@ -520,3 +537,109 @@ def test_blind_assessment_in_the_browser(service: ServiceProcess, project: Path,
     with (folder / "labels.csv").open() as fh:
         references = {row["point_id"]: row["reference"] for row in csv.DictReader(fh) if row["reference"]}
     assert references == {design_points[0]: legend["1"]["name"], design_points[1]: legend["2"]["name"]}
+
+
+def test_parcel_checks_in_the_browser(service: ServiceProcess, project: Path, store_db: str) -> None:  # noqa: F811
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent (Debian's chromium package; `make setup` installs it as root)")
+    from playwright.sync_api import expect
+
+    lcms = Path(sys.executable).with_name("lcms")
+    markers = subprocess.run(
+        [
+            *(str(lcms), "parcels", "markers", "--config", str(project), "--season", "2024", "--product", "crop_type"),
+            *("--misdeclared-fraction", "0.3", "--disagreement-threshold", "0.2", "--min-class-count", "2"),
+            *("--block-m", "320", "--min-pixels", "2", "--threads", "2"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert markers.returncode == 0, markers.stderr
+    flagged = json.loads(markers.stdout)["disagreements"]
+    assert flagged >= 3, f"only {flagged} disagreements: too few to check"
+    published = publish_season(project, "2024")  # finalize loads the crop product's flagged parcels
+    assert published
+    checks = store_rows(
+        store_db,
+        "SELECT id::text, parcel_id, from_class, from_name, to_class, to_name FROM lcms.changes "
+        "WHERE kind = 'parcel_check' AND status = 'detected' ORDER BY area_m2 * (1 - confidence) DESC, id DESC",
+    )
+    assert len(checks) == flagged
+    ids = [c[0] for c in checks]
+    config = yaml.safe_load(project.read_text())
+    crops = {int(c["id"]): c["name"] for c in config["legends"]["crop_type"] if int(c["id"]) != 0}
+
+    shots = shots_folder()
+    requests: list[str] = []
+    page_errors: list[str] = []
+    console_errors: list[str] = []
+    with chromium_page(requests, page_errors, console_errors) as page:
+        try:
+            page.goto(f"{service.url}/#validate")
+            page.get_by_label("User name").fill(OPERATOR)
+            page.get_by_label("Password").fill(PASSWORDS[OPERATOR])
+            page.get_by_role("button", name="Log in").click()
+            expect(page.locator("#view-validate")).to_be_visible()
+            with page.expect_response(lambda r: "/api/changes?" in r.url and "kind=parcel_check" in r.url):
+                page.get_by_label("Queue", exact=True).select_option("parcel_check")
+            expect(page.locator("#queue-list .queue-item")).to_have_count(len(ids))
+            assert page.locator("#queue-list .queue-item").evaluate_all("els => els.map(e => e.dataset.id)") == ids
+            expect(page.locator("body")).to_have_attribute("data-change-id", ids[0])
+            first = checks[0]
+            expect(page.locator("#change-title")).to_have_text(f"Declared {first[3]} · predicted {first[5]}")
+            expect(page.locator("#parcel-id")).to_have_text(first[1])
+            expect(page.locator("#vcap-map-after")).to_contain_text("crop type map; predicted")
+            for _ in range(120):  # the crop map's tiles (a busy machine draws late)
+                if any("/CLASS/tiles/" in u and "product=crop_type" in u for u in requests):
+                    break
+                page.wait_for_timeout(250)
+            else:
+                raise AssertionError("the crop type map was not asked for")
+            page.wait_for_timeout(1500)  # let the tiles draw
+            page.screenshot(path=str(shots / "parcel-check-1-first.png"))
+
+            def decide_with(key: str, check_id: str, next_id: str) -> None:
+                with page.expect_response(
+                    lambda r: r.request.method == "POST" and r.url.endswith(f"/api/changes/{check_id}/decisions")
+                ) as answer:
+                    page.keyboard.press(key)
+                assert answer.value.status == 200, answer.value.text()
+                expect(page.locator("body")).to_have_attribute("data-change-id", next_id)
+
+            decide_with("c", ids[0], ids[1])  # the prediction is right
+            decide_with("r", ids[1], ids[2])  # the declaration is right
+            page.keyboard.press("e")  # another crop than both
+            expect(page.locator("#correct-fields")).to_be_visible()
+            expect(page.locator("#d-from")).to_be_disabled()
+            expect(page.locator("#d-vertex-hint")).to_be_hidden()
+            assert page.locator("#vmap-img-after .vertex-handle").count() == 0
+            third = next(c for c in sorted(crops) if c not in (checks[2][2], checks[2][4]))
+            page.get_by_label("True crop").select_option(str(third))
+            page.screenshot(path=str(shots / "parcel-check-2-correct.png"))
+            next_id = ids[3] if len(ids) > 3 else ids[2]
+            with page.expect_response(lambda r: r.request.method == "POST" and "/decisions" in r.url) as answer:
+                page.keyboard.press("Control+Enter")
+            assert answer.value.status == 200, answer.value.text()
+            if len(ids) > 3:
+                expect(page.locator("body")).to_have_attribute("data-change-id", next_id)
+            expect(page.locator("#queue-counts")).to_have_attribute("data-done", "3")
+        except Exception as err:
+            page.screenshot(path=str(shots / "parcel-check-failure.png"))
+            err.add_note(f"screenshots: {shots}")
+            raise
+    assert page_errors == [], page_errors
+    assert [m for m in console_errors if not m.endswith("status of 401 (Unauthorized)")] == []
+    decided = {
+        r[0]: r[1:]
+        for r in store_rows(
+            store_db,
+            "SELECT id::text, status, corrected_from_class, corrected_to_class FROM lcms.changes "
+            "WHERE kind = 'parcel_check' AND status <> 'detected'",
+        )
+    }
+    assert decided == {
+        ids[0]: ("confirmed", None, None),
+        ids[1]: ("rejected", None, None),
+        ids[2]: ("corrected", None, third),
+    }

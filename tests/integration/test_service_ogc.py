@@ -41,6 +41,7 @@ from lcms_service.testing import ServiceProcess, SyntheticChanges, copy_changes,
 BOUNDS = (47.0, 40.0, 47.2, 40.2)
 COLLECTION = "lcms.changes"
 ITEMS = f"/ogc/collections/{COLLECTION}/items"
+PARCEL_CHECK = "6a0f3a52-9d51-4c1e-8f0b-2b7e4f1c9a11"
 
 
 class Store:
@@ -102,6 +103,15 @@ def store(store_db: str) -> Store:
             cur.execute(
                 "INSERT INTO lcms.decisions (change_id, decided_by, action) VALUES (%s, 'op', 'confirm')",
                 (batches[0].ids[0],),
+            )
+            # A parcel check shares the table: never served as a change (only with kind=parcel_check).
+            cur.execute(
+                "INSERT INTO lcms.changes (id, kind, project, product, parcel_id, season_before, season_after,"
+                " from_class, from_name, to_class, to_name, area_m2, confidence, geom, run_id, datetime)"
+                " VALUES (%s, 'parcel_check', 'alpha', 'crop_type', 'P-1', '2024', '2024', 2, 'maize', 3, 'cotton',"
+                " 5000, 0.9, ST_Multi(ST_GeomFromText('POLYGON((47.1 40.1, 47.101 40.1, 47.101 40.101, 47.1 40.1))',"
+                " 4326)), 'run_a', %s)",
+                (PARCEL_CHECK, dt.datetime(2024, 3, 1, tzinfo=dt.UTC)),  # inside the extent (the table's)
             )
     finally:
         conn.close()
@@ -215,6 +225,15 @@ def test_property_filters(client: httpx.Client, store: Store, params: dict[str, 
     expected = store.ids(keep)
     assert expected, "the synthetic data should cover every filter"
     assert _all_ids(client, params) == expected
+
+
+def test_parcel_checks_only_when_asked_for(client: httpx.Client, store: Store) -> None:
+    assert PARCEL_CHECK not in _all_ids(client, {"project": "alpha"})
+    assert _all_ids(client, {"kind": "parcel_check"}) == {PARCEL_CHECK}
+    assert client.get(f"{ITEMS}/{PARCEL_CHECK}").status_code == 404
+    item = client.get(f"{ITEMS}/{PARCEL_CHECK}", params={"kind": "parcel_check"}).json()
+    assert item["properties"]["parcel_id"] == "P-1" and item["properties"]["from_name"] == "maize"
+    assert client.get(ITEMS, params={"kind": "lpis"}).status_code == 422
 
 
 def test_datetime_is_the_after_seasons_start(client: httpx.Client, store: Store) -> None:

@@ -11,9 +11,9 @@ import psycopg2
 import pytest
 
 from lcms_tasks.store import current_revision, head_revision, upgrade
-from lcms_tasks.store.db import SCHEMA_REVISION, alembic_config, create_engine
+from lcms_tasks.store.db import SCHEMA_REVISION
 from lcms_tasks.users import hash_password
-from tests.store_fixtures import fresh_database
+from tests.store_fixtures import downgrade, fresh_database
 
 
 @pytest.fixture
@@ -48,19 +48,8 @@ def columns(url: str, table: str) -> dict[str, str]:
     )
 
 
-def downgrade(url: str, revision: str) -> None:
-    from alembic import command
-
-    engine = create_engine(url)
-    try:
-        with engine.begin() as connection:
-            command.downgrade(alembic_config(connection), revision)
-    finally:
-        engine.dispose()
-
-
 def test_the_schema_revision_is_the_head() -> None:
-    assert SCHEMA_REVISION == head_revision() == "0003"
+    assert SCHEMA_REVISION == head_revision() == "0004"
 
 
 def test_up_from_empty(empty_db: str) -> None:

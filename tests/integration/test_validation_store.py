@@ -14,9 +14,8 @@ import asyncio
 import datetime as dt
 import json
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import geopandas as gpd
@@ -30,8 +29,8 @@ from lcms_tasks.cli import main
 from lcms_tasks.config import load_config
 from lcms_tasks.reference import validated
 from tests.store_fixtures import query_rows as rows
+from tests.store_fixtures import run_async
 
-T = TypeVar("T")
 NAMES = {1: "cropland", 2: "forest", 3: "grassland", 4: "water"}
 LEGENDS = {"proj": NAMES}
 SQUARE = shapely.box(47.0, 40.0, 47.002, 40.002)
@@ -81,22 +80,9 @@ def insert_change(
     return cid
 
 
-def run(url: str, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    """``fn(connection)`` on a fresh asyncpg connection to ``url``."""
-
-    async def go() -> T:
-        conn = await asyncpg.connect(url)
-        try:
-            return await fn(conn)
-        finally:
-            await conn.close()
-
-    return asyncio.run(go())
-
-
 def decide(url: str, cid: uuid.UUID, action: str, version: int, **kw: Any) -> tuple[vs.ChangeDetail, int]:
     decision = vs.Decision(action=action, version=version, decided_by=kw.pop("by", "alice"), **kw)
-    return run(url, lambda c: vs.decide(c, cid, decision, legends=LEGENDS))
+    return run_async(url, lambda c: vs.decide(c, cid, decision, legends=LEGENDS))
 
 
 # -- decisions -------------------------------------------------------------------------------------
@@ -228,7 +214,7 @@ def test_queue_orders_filters_and_counts(store_url: str) -> None:
 
     def page(**kw: Any) -> vs.ChangePage:
         order = kw.pop("order", "priority")
-        return run(store_url, lambda conn: vs.queue(conn, vs.QueueFilter(project="proj", **kw), order=order))
+        return run_async(store_url, lambda conn: vs.queue(conn, vs.QueueFilter(project="proj", **kw), order=order))
 
     p = page()
     assert [i.id for i in p.items] == [b, c, a, d] and p.total == 4
@@ -252,7 +238,7 @@ def test_stats_per_operator_and_transition(store_url: str) -> None:
     decide(store_url, ids[1], "reject", 1, by="alice")
     decide(store_url, ids[2], "confirm", 1, by="bob")
     decide(store_url, ids[3], "correct", 1, by="bob", to_class=2)
-    s = run(store_url, lambda c: vs.stats(c, project="proj"))
+    s = run_async(store_url, lambda c: vs.stats(c, project="proj"))
     ops = {o.operator: o for o in s.operators}
     assert ops["alice"].decided == 2 and ops["alice"].confirmed_share == 0.5
     assert ops["bob"].corrected == 1 and ops["bob"].confirmed == 1
@@ -261,7 +247,7 @@ def test_stats_per_operator_and_transition(store_url: str) -> None:
     assert tr[(1, 2)].changes == 3 and tr[(1, 2)].decided == 3 and tr[(1, 2)].confirmed_share == pytest.approx(2 / 3)
     assert tr[(3, 4)].corrected == 1 and tr[(3, 4)].confirmed_share == 0.0
     assert s.decided == 4 and s.changes == 4 and "30 minutes" in s.timing
-    assert run(store_url, lambda c: vs.stats(c, project="nobody")).operators == []
+    assert run_async(store_url, lambda c: vs.stats(c, project="nobody")).operators == []
 
 
 # -- validated reference ---------------------------------------------------------------------------

@@ -276,6 +276,7 @@ def test_finalize_writes_mosaic_catalog_and_summary_and_says_what_it_skipped(pro
     assert summary["tiles_published_by_run"] == [t.id for t in ctx.tiles()]
     assert summary["skipped"] == {
         "change_store": "stages.publish.change_store is false",
+        "parcel_checks": "no parcel markers for product land_cover this season",
         "byoc": "no stages.publish.byoc section in the config",
     }
     assert (

@@ -3,6 +3,9 @@
 // the decision: confirm, reject, or correct (true classes and/or moved vertices), with an optional comment.
 // Each decision carries the version it was made on; a stale one is answered 409 with the current state,
 // which is shown with a button to reload the change: nothing is overwritten.
+// The same tool checks parcels (the "Queue" filter): a declared parcel whose predicted crop differs from
+// the declared one; confirm = the prediction is right, reject = the declaration is right, correct = the
+// parcel's true crop (the declared crop and the parcel's outline are the declaration's: not editable).
 
 import { api, tiles } from "./api.js";
 import { $, announce, fillSelect, formatArea, formatConfidence, formatDateTime, h } from "./dom.js";
@@ -21,7 +24,10 @@ const MAP_CELLS = {
 };
 const RENDER_LABELS = { true_color: "true colour", false_color: "false colour" };
 
+const isParcelCheck = (c) => c?.kind === "parcel_check";
+
 function transitionLabel(c) {
+  if (isParcelCheck(c)) return `Declared ${c.from_name ?? c.from_class} · predicted ${c.to_name ?? c.to_class}`;
   return `${c.from_name ?? c.from_class} → ${c.to_name ?? c.to_class}`;
 }
 
@@ -76,6 +82,10 @@ export class ValidationTool {
       this.fillFilters();
       this.reload();
     });
+    $("#q-kind").addEventListener("change", () => {
+      this.fillFilters();
+      this.reload();
+    });
     $("#queue-filters").addEventListener("submit", (e) => {
       e.preventDefault();
       this.reload();
@@ -126,12 +136,18 @@ export class ValidationTool {
     const options = [{ value: "", label: "any" }, ...seasons.map((s) => ({ value: s.id, label: s.id }))];
     const published = seasonsOf(p);
     const after = published.length ? published[published.length - 1].id : "";
-    const before = published.length > 1 ? published[published.length - 2].id : "";
+    const parcels = $("#q-kind").value === "parcel_check";
+    // A parcel check is of one season (before = after): filter on the season, not on a pair.
+    const before = parcels ? "" : published.length > 1 ? published[published.length - 2].id : "";
     fillSelect($("#q-season-before"), options, before);
     fillSelect($("#q-season-after"), options, after);
+    $("#q-season-before").disabled = parcels;
     fillSelect($("#q-transition"), [
       { value: "", label: "any" },
-      ...(p.transitions || []).map((t) => ({ value: `${t.from}-${t.to}`, label: `${t.from_name} → ${t.to_name}` })),
+      ...(parcels ? [] : p.transitions || []).map((t) => ({
+        value: `${t.from}-${t.to}`,
+        label: `${t.from_name} → ${t.to_name}`,
+      })),
     ]);
   }
 
@@ -197,7 +213,7 @@ export class ValidationTool {
         ),
       ),
     );
-    if (!this.items.length) list.replaceChildren(h("li", { class: "hint" }, "No change matches the filters."));
+    if (!this.items.length) list.replaceChildren(h("li", { class: "hint" }, "Nothing in the queue matches the filters."));
     const last = this.offset + this.items.length;
     $("#queue-page").textContent = this.total ? `${this.offset + 1}–${last} of ${this.total}` : "";
     $("#queue-prev-page").disabled = this.offset === 0;
@@ -331,15 +347,29 @@ export class ValidationTool {
     $("#change-title").textContent = transitionLabel(c);
     const legend = this.legend();
     const name = (id) => legend.find((x) => x.id === id)?.name ?? `class ${id}`;
-    const rows = [
-      ["Status", h("span", { class: `q-status status-${c.status}`, id: "change-status" }, c.status)],
-      ["Seasons", `${c.season_before} → ${c.season_after}`],
-      ["Area", formatArea(c.area_m2)],
-      ["Confidence", formatConfidence(c.confidence)],
-      ["Priority", formatArea(c.priority)],
-      ["Version", h("span", { id: "change-version" }, String(c.version))],
-    ];
-    if (c.corrected_from_class != null || c.corrected_to_class != null) {
+    const status = ["Status", h("span", { class: `q-status status-${c.status}`, id: "change-status" }, c.status)];
+    const version = ["Version", h("span", { id: "change-version" }, String(c.version))];
+    const rows = isParcelCheck(c)
+      ? [
+          status,
+          ["Parcel", h("code", { id: "parcel-id" }, c.parcel_id ?? "?")],
+          ["Season", c.season_after],
+          ["Declared", c.from_name ?? name(c.from_class)],
+          ["Predicted", `${c.to_name ?? name(c.to_class)} (probability ${formatConfidence(c.confidence)})`],
+          ["Area", formatArea(c.area_m2)],
+          ["Product", c.product ?? "–"],
+          version,
+        ]
+      : [
+          status,
+          ["Seasons", `${c.season_before} → ${c.season_after}`],
+          ["Area", formatArea(c.area_m2)],
+          ["Confidence", formatConfidence(c.confidence)],
+          ["Priority", formatArea(c.priority)],
+          version,
+        ];
+    if (isParcelCheck(c) && c.corrected_to_class != null) rows.push(["True crop", name(c.corrected_to_class)]);
+    else if (c.corrected_from_class != null || c.corrected_to_class != null) {
       const from = c.corrected_from_class ?? c.from_class;
       const to = c.corrected_to_class ?? c.to_class;
       rows.push(["Corrected to", `${name(from)} → ${name(to)}`]);
@@ -366,6 +396,8 @@ export class ValidationTool {
   legend() {
     const products = this.project.products || [];
     const c = this.change;
+    const own = c?.product && products.find((p) => p.id === c.product);
+    if (own) return (own.legend || []).filter((x) => x.id !== 0);
     const fits = (p) =>
       c && ["from", "to"].every((k) => (p.legend || []).some((x) => x.id === c[`${k}_class`] && x.name === c[`${k}_name`]));
     return ((c && products.find(fits)) || products[0] || { legend: [] }).legend.filter((x) => x.id !== 0);
@@ -388,6 +420,20 @@ export class ValidationTool {
     const when = (d) => (d === "composite" ? "season composite" : d);
     setRaster(this.maps.imgBefore, "imagery", tiles.imagery(c.season_before, render, dates.before), { bounds });
     setRaster(this.maps.imgAfter, "imagery", tiles.imagery(c.season_after, render, dates.after), { bounds });
+    if (isParcelCheck(c)) {
+      // One season: two of its dates side by side (a crop shows itself in its calendar), the land cover map
+      // and the crop product's map of the season.
+      setRaster(this.maps.imgBefore, "imagery", tiles.imagery(c.season_after, render, dates.before), { bounds });
+      setRaster(this.maps.imgAfter, "imagery", tiles.imagery(c.season_after, render, dates.after), { bounds });
+      setRaster(this.maps.mapBefore, "map", tiles.map(c.season_after, "CLASS"), { bounds });
+      setRaster(this.maps.mapAfter, "map", tiles.map(c.season_after, "CLASS", c.product), { bounds });
+      $("#vcap-img-before").textContent = `${c.season_after}: ${RENDER_LABELS[render]}, ${when(dates.before)}`;
+      $("#vcap-img-after").textContent = `${c.season_after}: ${RENDER_LABELS[render]}, ${when(dates.after)}`;
+      $("#vcap-map-before").textContent = `${c.season_after}: land cover map; declared ${c.from_name ?? c.from_class}`;
+      const productLabel = String(c.product ?? "").replace(/_/g, " ");
+      $("#vcap-map-after").textContent = `${c.season_after}: ${productLabel} map; predicted ${c.to_name ?? c.to_class}`;
+      return;
+    }
     setRaster(this.maps.mapBefore, "map", tiles.map(c.season_before, "CLASS"), { bounds });
     setRaster(this.maps.mapAfter, "map", tiles.map(c.season_after, "CLASS"), { bounds });
     $("#vcap-img-before").textContent = `Before (${c.season_before}): ${RENDER_LABELS[render]}, ${when(dates.before)}`;
@@ -415,12 +461,22 @@ export class ValidationTool {
         o.style.setProperty("--swatch", cssColour(cls?.color));
       }
     }
-    this.model = new EditableGeometry(this.currentGeometry());
-    this.model.addEventListener("change", () => this.drawEdited());
-    this.handles = Object.entries(this.maps).map(
-      ([key, map]) => new VertexHandles(map, this.model, { label: MAP_CELLS[key].label }),
-    );
-    for (const handles of this.handles) handles.enable();
+    const parcel = isParcelCheck(this.change);
+    // A parcel check corrects the crop only: the declared crop and the outline are the declaration's.
+    $("#d-from").disabled = parcel;
+    $("#d-from-label").textContent = parcel ? "Declared crop" : "True class before";
+    $("#d-to-label").textContent = parcel ? "True crop" : "True class after";
+    $("#d-vertex-hint").hidden = parcel;
+    $("#d-reset-geometry").hidden = parcel;
+    $("#geometry-state").hidden = parcel;
+    if (!parcel) {
+      this.model = new EditableGeometry(this.currentGeometry());
+      this.model.addEventListener("change", () => this.drawEdited());
+      this.handles = Object.entries(this.maps).map(
+        ([key, map]) => new VertexHandles(map, this.model, { label: MAP_CELLS[key].label }),
+      );
+      for (const handles of this.handles) handles.enable();
+    }
     this.editing = true;
     $("#correct-fields").hidden = false;
     $("#d-correct").setAttribute("aria-expanded", "true");
@@ -467,16 +523,28 @@ export class ValidationTool {
       }
       const from = Number($("#d-from").value);
       const to = Number($("#d-to").value);
-      if (from !== c.from_class) decision.from_class = from;
-      if (to !== c.to_class) decision.to_class = to;
-      if (this.model?.changed) decision.geometry = this.model.toGeoJSON();
-      if (decision.from_class === undefined && decision.to_class === undefined && !decision.geometry) {
-        $("#decision-error").textContent = "Nothing is corrected yet: choose another class or move a vertex.";
-        return;
-      }
-      if (from === to) {
-        $("#decision-error").textContent = "The classes before and after are the same: that is no change (reject it).";
-        return;
+      if (isParcelCheck(c)) {
+        if (to === c.from_class) {
+          $("#decision-error").textContent = "That is the declared crop: the declaration holds (reject the check).";
+          return;
+        }
+        if (to === c.to_class) {
+          $("#decision-error").textContent = "That is the predicted crop: the prediction is right (confirm it).";
+          return;
+        }
+        decision.to_class = to;
+      } else {
+        if (from !== c.from_class) decision.from_class = from;
+        if (to !== c.to_class) decision.to_class = to;
+        if (this.model?.changed) decision.geometry = this.model.toGeoJSON();
+        if (decision.from_class === undefined && decision.to_class === undefined && !decision.geometry) {
+          $("#decision-error").textContent = "Nothing is corrected yet: choose another class or move a vertex.";
+          return;
+        }
+        if (from === to) {
+          $("#decision-error").textContent = "The classes before and after are the same: that is no change (reject it).";
+          return;
+        }
       }
     }
     this.busy = true;
@@ -575,6 +643,7 @@ export class ValidationTool {
     try {
       const stats = await api.stats({
         project: p.project,
+        kind: p.kind,
         season_before: p.season_before,
         season_after: p.season_after,
       });
