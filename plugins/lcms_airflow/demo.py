@@ -84,13 +84,22 @@ def _change_store(cfg: Any) -> tuple[Any, str]:
 
 
 def _store_summary(url: str, project: str) -> dict[str, Any]:
-    """How many change polygons of ``project`` the store holds, by status."""
+    """How many change polygons and parcel checks of ``project`` the store holds, the changes by status."""
     from lcms_tasks.store import connect, describe
 
     with contextlib.closing(connect(url)) as conn, conn.cursor() as cur:
-        cur.execute("SELECT status, count(*) FROM lcms.changes WHERE project = %s GROUP BY status", (project,))
-        by_status = {str(k): int(v) for k, v in cur.fetchall()}
-    return {"project": project, "database": describe(url), "changes": sum(by_status.values()), "by_status": by_status}
+        cur.execute(
+            "SELECT kind, status, count(*) FROM lcms.changes WHERE project = %s GROUP BY kind, status", (project,)
+        )
+        rows = [(str(k), str(s), int(n)) for k, s, n in cur.fetchall()]
+    by_status = {s: n for k, s, n in rows if k == "change"}
+    return {
+        "project": project,
+        "database": describe(url),
+        "changes": sum(by_status.values()),
+        "by_status": by_status,
+        "parcel_checks": sum(n for k, _, n in rows if k == "parcel_check"),
+    }
 
 
 #: The operator application's demo user and where its generated password is kept (never printed).
@@ -264,7 +273,10 @@ def main(argv: list[str] | None = None) -> int:
         f"published: {published['tiles']} tile folders of COGs, mosaics {published['mosaic']}, "
         f"STAC catalog {published['stac_catalog']}"
     )
-    print(f"change store: {store['changes']} change polygon(s) of {store['project']} in {store['database']}")
+    print(
+        f"change store: {store['changes']} change polygon(s) and {store['parcel_checks']} parcel check(s) of "
+        f"{store['project']} in {store['database']}"
+    )
     print("look at the runs: make airflow  (then http://127.0.0.1:8080; the application also at /lcms/)")
     print(
         f"operator application (map viewer, Validation Tool) on these results: make serve, then {APP_URL}  "
