@@ -157,18 +157,37 @@ def _pg_database() -> Iterator[str]:
         admin.close()
 
 
-CHAIN = (
-    "download",
-    "features",
-    "add_reference",
-    "sampling",
-    "merge_features",
-    "training",
-    "prediction",
-    "postprocessing",
-    "change_detection",
-    "reporting",
-)
+def chain_stages() -> tuple[str, ...]:
+    """The chain the rehearsal runs: the registry's stages from download to reporting (publish needs a store)."""
+    from lcms_tasks.stages import stage_names
+
+    names = stage_names()
+    return tuple(names[: names.index("reporting") + 1])
+
+
+def chain_figures(stages: tuple[str, ...], figures: list[dict[str, Any]], runs: list[dict[str, Any]]) -> dict:
+    """The chain's figures from its stages' (``figures``, as :func:`_stage_figures` gives them) and their finished
+    DAG runs (``runs``, same order; fewer than ``stages`` when one failed)."""
+    complete = len(figures) == len(stages) and all(f["state"] == "success" for f in figures)
+    tiles = figures[0]["tiles"] if figures else 0
+    wall = 0.0
+    if figures:  # first stage's start to the last stage's end: with the waits between stages (asset events)
+        end = dt.datetime.fromisoformat(runs[len(figures) - 1]["end_date"])
+        wall = (end - dt.datetime.fromisoformat(runs[0]["start_date"])).total_seconds()
+    busy = sum(f["compute_seconds"] / f["task_slots"] for f in figures)
+    return {
+        "stage": "chain",
+        "stages": list(stages),
+        "state": "success" if complete else "failed",
+        "tiles": tiles,
+        "batch_size": figures[0]["batch_size"] if figures else None,
+        "mapped_task_instances": sum(f["mapped_task_instances"] for f in figures),
+        "stage_wall_seconds": round(wall, 1),
+        "compute_seconds": round(sum(f["compute_seconds"] for f in figures), 1),
+        "overhead_seconds_per_tile": round((wall - busy) / tiles, 4) if tiles else None,
+        "max_xcom_bytes": max((f["max_xcom_bytes"] for f in figures), default=0),
+        "per_stage": figures,
+    }
 
 
 def _stage_figures(airflow: Any, sql_url: str, config: Path, stage: str, run: dict[str, Any], slots: int) -> dict:
@@ -267,31 +286,7 @@ def run_once(executor: str, config: Path, stages: tuple[str, ...], work: Path, t
     }
     if len(stages) == 1:
         return {**figures[0], **result} if figures else {"stage": stages[0], "state": "failed", **result}
-    complete = len(figures) == len(stages) and all(f["state"] == "success" for f in figures)
-    tiles = figures[0]["tiles"] if figures else 0
-    wall = 0.0
-    if figures:
-        wall = (
-            dt.datetime.fromisoformat(finished[len(figures) - 1]["end_date"])
-            - dt.datetime.fromisoformat(finished[0]["start_date"])
-        ).total_seconds()
-    busy = sum(f["compute_seconds"] / f["task_slots"] for f in figures)
-    return {
-        "stage": "chain",
-        "stages": list(stages),
-        "state": "success" if complete else "failed",
-        "tiles": tiles,
-        "batch_size": figures[0]["batch_size"] if figures else None,
-        "task_slots": slots,
-        "mapped_task_instances": sum(f["mapped_task_instances"] for f in figures),
-        # first stage's start to the last stage's end: with the waits between stages (asset events)
-        "stage_wall_seconds": round(wall, 1),
-        "compute_seconds": round(sum(f["compute_seconds"] for f in figures), 1),
-        "overhead_seconds_per_tile": round((wall - busy) / tiles, 4) if tiles else None,
-        "max_xcom_bytes": max((f["max_xcom_bytes"] for f in figures), default=0),
-        **result,
-        "per_stage": figures,
-    }
+    return {**chain_figures(stages, figures, finished), "task_slots": slots, **result}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -319,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"--executors: {executor!r} is not local or celery")
             work = Path(tmp) / executor
             config = write_country(work / "project", args.tiles, args.tile_px, batch_size, args.seed)
-            stages = CHAIN if args.chain else (args.stage,)
+            stages = chain_stages() if args.chain else (args.stage,)
             what = "the chain" if args.chain else args.stage
             print(f"{executor}: {args.tiles} tiles of {args.tile_px} px, batch size {batch_size}: running {what}")
             figures = run_once(executor, config, stages, work, args.timeout)

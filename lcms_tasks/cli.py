@@ -518,9 +518,7 @@ def _add_db_parser(sub: Any) -> None:
         from lcms_tasks.store.parcel_checks import load_parcel_checks
 
         cfg = load_config(args.config)
-        product = args.product or next(
-            (p for p in cfg.product_names() if cfg.product(p).legend == "crop_type"), cfg.primary_product
-        )
+        product = args.product or cfg.product_of_legend("crop_type")
         cfg.product(product)  # unknown: ConfigError naming the products
         ctx = RunContext.create(
             cfg, season=args.season, run_id=args.run_id, config_path=str(Path(args.config).resolve())

@@ -451,6 +451,10 @@ class ProjectConfig(StrictModel):
             f"unknown product {name!r}; this project has {', '.join(self.product_names())}", field="products"
         )
 
+    def product_of_legend(self, legend: str) -> str:
+        """The first product mapping ``legend`` (the primary product when none does)."""
+        return next((p for p in self.product_names() if self.product(p).legend == legend), self.primary_product)
+
     def for_product(self, name: str) -> ProjectConfig:
         """This config as the stages of product ``name`` see it: its legend and its merged stage options."""
         product = self.product(name)

@@ -202,9 +202,7 @@ def _cmd_markers(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     ctx = RunContext.create(cfg, season=args.season, run_id="parcel-markers")
     # The outputs belong to a product: the one named, else the first mapping the markers' legend.
-    product = args.product or next(
-        (p for p in cfg.product_names() if cfg.product(p).legend == options.legend), cfg.primary_product
-    )
+    product = args.product or cfg.product_of_legend(options.legend)
     cfg.product(product)  # unknown: ConfigError naming the products
     summary = raster.run(ctx.for_product(product), options)
     _write_json(summary, args.json)

@@ -377,46 +377,52 @@ def read_validated(
     statuses: Sequence[str] = STATUSES,
     max_seasons_later: int | None = None,
     envelope: str | None = None,
+    changes: bool = True,
     parcel_checks_of: str | None = None,
 ) -> tuple[list[ValidatedPolygon], RuleCounts]:
     """The reference polygons for ``season`` from the change store at ``url`` (rule of the module docstring).
 
     ``order``: the project's seasons by start date; ``envelope``: EWKT in EPSG:4326 of the area to read
-    (:func:`tile_envelope`; None: everywhere). ``ChangeStoreError`` naming the database if it cannot be read.
-
-    ``parcel_checks_of``: read the decided parcel checks of that product instead of the changes (see
-    "Parcel checks" in the module docstring): each serves its own season only.
+    (:func:`tile_envelope`; None: everywhere). ``changes``: read the decided changes (the primary product's
+    reference); ``parcel_checks_of``: also read the decided parcel checks of that product, each for its own
+    season only ("Parcel checks" in the module docstring). One read-only transaction on one connection.
+    ``ChangeStoreError`` naming the database if it cannot be read.
     """
     from lcms_tasks.store.db import connect, describe
 
     bad = sorted(set(statuses) - set(STATUSES))
     if bad:
         raise ConfigError(f"statuses {bad} do not make reference; use some of {', '.join(STATUSES)}")
-    if parcel_checks_of is not None:
-        max_seasons_later = 0  # crops rotate: a parcel's checked crop is of its season only
     seasons = serving_seasons(order, season, max_seasons_later)
+    params = {
+        "project": project,
+        "statuses": list(statuses),
+        "seasons": seasons,
+        "actions": list(DECIDING_ACTIONS),
+        "envelope": envelope,
+        "kind": "change",
+        "product": None,
+    }
+    candidates: list[StoreChange] = []
+    later: list[StoreChange] = []
+    checks: list[StoreChange] = []
     conn = connect(url, application_name="lcms-reference")
     try:
         with conn.cursor() as cur:
             cur.execute("SET TRANSACTION READ ONLY")
             _require_tables(cur, describe(url))
-            params = {
-                "project": project,
-                "statuses": list(statuses),
-                "seasons": seasons,
-                "actions": list(DECIDING_ACTIONS),
-                "envelope": envelope,
-                "kind": "change" if parcel_checks_of is None else "parcel_check",
-                "product": parcel_checks_of,
-            }
-            cur.execute(_CANDIDATES_SQL, params)
-            candidates = [_row_change(r, with_decision=True) for r in cur.fetchall()]
-            later: list[StoreChange] = []
-            earliest = min((seasons.index(c.season_after) for c in candidates), default=len(seasons) - 1)
-            later_seasons = seasons[earliest + 1 :]
-            if later_seasons:
-                cur.execute(_LATER_SQL, {**params, "seasons": later_seasons})
-                later = [_row_change(r, with_decision=False) for r in cur.fetchall()]
+            if changes:
+                cur.execute(_CANDIDATES_SQL, params)
+                candidates = [_row_change(r, with_decision=True) for r in cur.fetchall()]
+                earliest = min((seasons.index(c.season_after) for c in candidates), default=len(seasons) - 1)
+                later_seasons = seasons[earliest + 1 :]
+                if later_seasons:
+                    cur.execute(_LATER_SQL, {**params, "seasons": later_seasons})
+                    later = [_row_change(r, with_decision=False) for r in cur.fetchall()]
+            if parcel_checks_of is not None:  # crops rotate: a parcel's checked crop is of its season only
+                own = {**params, "seasons": [season], "kind": "parcel_check", "product": parcel_checks_of}
+                cur.execute(_CANDIDATES_SQL, own)
+                checks = [_row_change(r, with_decision=True) for r in cur.fetchall()]
         conn.rollback()
     except ChangeStoreError:
         raise
@@ -431,7 +437,9 @@ def read_validated(
         raise
     finally:
         conn.close()
-    return apply_rule(candidates, later, order, season)
+    found, counts = apply_rule(candidates, later, order, season)
+    checked, check_counts = apply_rule(checks, [], order, season)
+    return [*found, *checked], counts.plus(check_counts)
 
 
 # -- per tile (the add_reference source) ------------------------------------------------------------

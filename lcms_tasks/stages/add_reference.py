@@ -18,7 +18,6 @@ Output EOPatch: ``mask_timeless/REFERENCE`` (H, W, 1) uint8 class ids (0 none),
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections import Counter
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -365,23 +364,19 @@ def _change_store_polygons(source: ChangeStoreSource, ctx: RunContext, tile: Til
         if source.required:
             raise ChangeStoreError(f"tile {tile.id}: reference source 'change_store': {reason}", permanent=True)
         return validated.TileValidated(stats=SourceStats(), skipped=reason)
-    envelope = validated.tile_envelope(tile.bounds, tile.crs)
-    read = functools.partial(
-        validated.read_validated,
+    # The primary product's maps are what change detection compares: its decided changes are its reference.
+    # Every product's own decided parcel checks are its reference for their season.
+    found, rule = validated.read_validated(
         url,
         project=cfg.project,
         season=ctx.season,
         order=validated.season_order(cfg),
         statuses=source.statuses,
         max_seasons_later=source.max_seasons_later,
-        envelope=envelope,
+        envelope=validated.tile_envelope(tile.bounds, tile.crs),
+        changes=ctx.is_primary_product,
+        parcel_checks_of=ctx.product_name,
     )
-    # The primary product's maps are what change detection compares: its decided changes are its reference.
-    # Every product's own decided parcel checks are its reference for their season.
-    found, rule = read() if ctx.is_primary_product else ([], validated.RuleCounts())
-    checks, check_rule = read(parcel_checks_of=ctx.product_name)
-    found = [*found, *checks]
-    rule = rule.plus(check_rule)
     out = validated.tile_polygons(
         found,
         bounds=tile.bounds,

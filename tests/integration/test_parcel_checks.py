@@ -180,11 +180,11 @@ def test_decided_checks_are_crop_reference_of_their_season_only(
     cfg = load_config(project)
     order = validated.season_order(cfg)
     found, _ = validated.read_validated(
-        store_url, project="testproj", season=SEASON, order=order, parcel_checks_of=PRODUCT
+        store_url, project="testproj", season=SEASON, order=order, changes=False, parcel_checks_of=PRODUCT
     )
     assert {p.change_id: p.class_id for p in found} == want
     later, _ = validated.read_validated(
-        store_url, project="testproj", season="2024", order=order, parcel_checks_of=PRODUCT
+        store_url, project="testproj", season="2024", order=order, changes=False, parcel_checks_of=PRODUCT
     )
     assert later == []  # crops rotate: nothing carried forward
     land_cover, _ = validated.read_validated(store_url, project="testproj", season=SEASON, order=order)

@@ -225,3 +225,42 @@ def test_scale_country_has_the_asked_number_of_tiles(tmp_path) -> None:
     assert cfg.grid.tile_size_px == 32 and cfg.grid.batch_size == 5
     batches = plan_batches(RunContext.create(cfg, season="2023"))
     assert [len(b["tile_ids"]) for b in batches] == [5, 5, 5, 5, 3]
+
+
+def test_scale_chain_is_download_to_reporting_and_its_figures_add_up() -> None:
+    """`make bench-scale-chain`: the registry's stages up to reporting; wall from the first start to the last end,
+    overhead = wall less each stage's compute over its slots, per tile; a failed stage fails the chain."""
+    from bench.scale import chain_figures, chain_stages
+
+    stages = chain_stages()
+    assert stages[0] == "download" and stages[-1] == "reporting" and "publish" not in stages and len(stages) == 10
+
+    def stage(name: str, compute: float, slots: int, tis: int, xcom: int, state: str = "success") -> dict:
+        return {
+            "stage": name,
+            "state": state,
+            "tiles": 100,
+            "batch_size": 32,
+            "task_slots": slots,
+            "mapped_task_instances": tis,
+            "compute_seconds": compute,
+            "max_xcom_bytes": xcom,
+        }
+
+    runs = [
+        {"start_date": "2026-01-01T00:00:00+00:00", "end_date": "2026-01-01T00:01:00+00:00"},
+        {"start_date": "2026-01-01T00:01:10+00:00", "end_date": "2026-01-01T00:02:40+00:00"},
+    ]
+    figures = [stage("download", 80.0, 2, 4, 5000), stage("training", 30.0, 1, 0, 300)]
+    out = chain_figures(("download", "training"), figures, runs)
+    assert out["stage_wall_seconds"] == 160.0  # 00:00:00 to 00:02:40, the 10 s wait included
+    assert out["compute_seconds"] == 110.0 and out["mapped_task_instances"] == 4 and out["max_xcom_bytes"] == 5000
+    assert out["overhead_seconds_per_tile"] == round((160.0 - 80.0 / 2 - 30.0) / 100, 4)
+    assert out["state"] == "success" and out["per_stage"] == figures
+    # the second stage failed, or never ran: the chain failed, its figures are those of what ran
+    assert (
+        chain_figures(("download", "training"), [figures[0], {**figures[1], "state": "failed"}], runs)["state"]
+        == "failed"
+    )
+    partial = chain_figures(("download", "training"), figures[:1], runs[:1])
+    assert partial["state"] == "failed" and partial["stage_wall_seconds"] == 60.0
